@@ -55,16 +55,66 @@ COMPACT_FORMS: dict[str, str] = {
 }
 
 _CANONICAL_NAMES = [
-    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
-    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
-    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
-    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "Identity",
-    "Identity-Info", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires", "Organization",
-    "Path", "Priority", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require",
-    "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Reply-To", "Request-Disposition",
-    "Require", "Retry-After", "Route", "RSeq", "RAck", "Server", "Session-Expires", "Subject",
-    "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
-    "WWW-Authenticate", "Min-SE", "P-Asserted-Identity", "Privacy",
+    "Accept",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "Identity",
+    "Identity-Info",
+    "In-Reply-To",
+    "Max-Forwards",
+    "MIME-Version",
+    "Min-Expires",
+    "Organization",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reject-Contact",
+    "Reply-To",
+    "Request-Disposition",
+    "Require",
+    "Retry-After",
+    "Route",
+    "RSeq",
+    "RAck",
+    "Server",
+    "Session-Expires",
+    "Subject",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+    "Min-SE",
+    "P-Asserted-Identity",
+    "Privacy",
 ]
 _CANONICAL: dict[str, str] = {n.lower(): n for n in _CANONICAL_NAMES}
 for _short, _long in COMPACT_FORMS.items():
@@ -74,10 +124,29 @@ for _short, _long in COMPACT_FORMS.items():
 # split on commas). Authorization-family headers hold comma-separated auth-params of ONE credential.
 _UNSPLITTABLE = frozenset(
     {
-        "www-authenticate", "authorization", "proxy-authenticate", "proxy-authorization",
-        "authentication-info", "date", "subject", "user-agent", "server", "call-id", "cseq",
-        "content-length", "content-type", "max-forwards", "expires", "retry-after", "timestamp",
-        "organization", "warning", "min-expires", "priority", "mime-version", "identity",
+        "www-authenticate",
+        "authorization",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "authentication-info",
+        "date",
+        "subject",
+        "user-agent",
+        "server",
+        "call-id",
+        "cseq",
+        "content-length",
+        "content-type",
+        "max-forwards",
+        "expires",
+        "retry-after",
+        "timestamp",
+        "organization",
+        "warning",
+        "min-expires",
+        "priority",
+        "mime-version",
+        "identity",
         "identity-info",
     }
 )
@@ -85,7 +154,12 @@ _UNSPLITTABLE = frozenset(
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")  (§25.1)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
-_STATUS_RE = re.compile(r"SIP/(\d+)\.(\d+) (\d{3}) ?(.*)\Z", re.DOTALL)
+# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (§25.1): the code is exactly three
+# digits followed by SP (RFC 4475 bigcode: "4294967301" must not parse as 429); a missing SP and
+# empty reason is tolerated.
+_STATUS_RE = re.compile(r"SIP/(\d+)\.(\d+) (\d{3})(?: (.*))?\Z", re.DOTALL)
+# The blank line ending the header section, with CRLF or bare LF line ends (§7.5 robustness).
+_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.IGNORECASE)
 
 
@@ -343,11 +417,12 @@ def parse_cseq(value: str | None) -> tuple[int, str]:
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
     """Split at the empty line that ends the headers; tolerate bare LF line ends (§7.5 robustness)."""
     idx = data.find(b"\r\n\r\n")
-    if idx >= 0:
+    # The common all-CRLF message: no bare-LF blank line can come earlier in its head.
+    if idx >= 0 and data.find(b"\n\n", 0, idx) < 0 and data.find(b"\n\r\n", 0, idx) < 0:
         return data[:idx], data[idx + 4 :]
-    idx = data.find(b"\n\n")
-    if idx >= 0:
-        return data[:idx], data[idx + 2 :]
+    m = _BLANK_LINE_RE.search(data)
+    if m is not None:
+        return data[: m.start()], data[m.end() :]
     # A message with no body and no final blank line: treat the whole datagram as head (§18.3
     # requires the blank line, but a datagram boundary is unambiguous).
     return data.rstrip(b"\r\n"), b""
@@ -360,7 +435,7 @@ def _parse_start_line(line: str) -> Request | Response:
             raise SipParseError(f"malformed status line: {line!r}")
         if (m.group(1), m.group(2)) != ("2", "0"):
             raise VersionNotSupported(f"unsupported SIP version in status line: {line!r}")
-        reason = m.group(4)
+        reason = m.group(4) or ""
         if "\r" in reason or "\n" in reason:
             raise SipParseError("line break in reason phrase")
         status = int(m.group(3))
@@ -374,7 +449,7 @@ def _parse_start_line(line: str) -> Request | Response:
     method, uri, version = parts
     if not _TOKEN_RE.match(method):
         raise SipParseError(f"malformed method: {method!r}")
-    if not uri or any(c in uri for c in "<>\t\"") or any(ord(c) < 0x21 for c in uri):
+    if not uri or any(c in uri for c in '<>\t"') or any(ord(c) < 0x21 for c in uri):
         raise SipParseError(f"malformed Request-URI: {uri!r}")
     vm = _VERSION_RE.match(version)
     if vm is None:
