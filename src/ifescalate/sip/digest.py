@@ -333,8 +333,9 @@ class MemoryNonceCounter:
     """In-process :class:`NonceCounter` with bounded memory.
 
     Entries leave when their nonce expires. When more than *capacity* nonces are live, the one
-    that expires first is evicted and every nonce expiring no later than it is refused from then
-    on: eviction can cost a client one extra challenge, never open a replay window.
+    that expires first is evicted. That never opens a replay window: an evicted entry sorts before
+    every entry kept, so until a purge makes room (which means it has expired too) a replay of it is
+    again the first to go and is refused. Eviction can cost a client one extra challenge.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
@@ -343,7 +344,6 @@ class MemoryNonceCounter:
         self._capacity = capacity
         self._highest: dict[str, int] = {}
         self._expiry: list[tuple[float, str]] = []  # min-heap; each nonce pushed once
-        self._floor = -math.inf
 
     def __len__(self) -> int:
         return len(self._highest)
@@ -352,7 +352,7 @@ class MemoryNonceCounter:
         self._purge(now)
         seen = self._highest.get(nonce)
         if seen is None:
-            if expires_at <= self._floor:
+            if expires_at <= now:  # an expired nonce cannot be counted, so cannot be accepted
                 return False
             self._highest[nonce] = nc
             heapq.heappush(self._expiry, (expires_at, nonce))
@@ -370,9 +370,8 @@ class MemoryNonceCounter:
 
     def _evict(self) -> None:
         while len(self._highest) > self._capacity:
-            expires_at, nonce = heapq.heappop(self._expiry)
+            _, nonce = heapq.heappop(self._expiry)
             self._highest.pop(nonce, None)
-            self._floor = max(self._floor, expires_at)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,7 +563,7 @@ class DigestServer:
         expires_at = issued + self.nonce_lifetime
         # A nonce from "the future" means the clocks of the instances sharing the key disagree;
         # asking for a new one (stale) heals that without blaming the client.
-        if now > expires_at or issued > now + self.nonce_lifetime:
+        if now >= expires_at or issued > now + self.nonce_lifetime:
             return _Fresh.STALE, expires_at
         return _Fresh.VALID, expires_at
 
