@@ -206,6 +206,7 @@ def test_parse_quoted_escapes_tokens_and_case() -> None:
 def test_parse_keeps_other_schemes_and_bare_scheme() -> None:
     assert parse_auth_header("Basic realm=x") == ("Basic", {"realm": "x"})
     assert parse_auth_header("  Digest  ") == ("Digest", {})
+    assert parse_auth_header('Digest realm="r", ,  ') == ("Digest", {"realm": "r"})  # #rule
 
 
 def test_parse_challenges_splits_several_challenges_in_one_line() -> None:
