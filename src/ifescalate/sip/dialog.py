@@ -345,7 +345,7 @@ class Dialog:
         )
         if method == "BYE":
             self.state = DialogState.TERMINATED
-        return request, next_hop_uri(request)
+        return request, next_hop_uri(self.remote_target, self.route_set)
 
     def build_ack(
         self,

@@ -73,8 +73,8 @@ def new_request(
     wrapped in ``<>`` so the ``;tag=`` added to From is a header parameter, not a URI one (§20.10).
     ``route`` is a preloaded route set (§8.1.1.1): URIs or name-addrs, first hop first. Loose routers
     (``;lr``) go into Route and the Request-URI stays the target; if the first hop is a strict
-    router the request is rewritten as §12.2.1.1 prescribes. Use ``next_hop_uri`` on the result to
-    learn where to send it (§8.1.2).
+    router the request is rewritten as §12.2.1.1 prescribes. ``next_hop_uri(request_uri, route)``
+    says where to send it (§8.1.2).
     """
     method = _check_method(method)
     if not 0 <= cseq < 2**31:
@@ -165,16 +165,17 @@ def apply_route_set(target: str, route_set: Sequence[str]) -> tuple[str, list[st
     return ruri, [*routes[1:], f"<{target}>"]
 
 
-def next_hop_uri(request: Request) -> str:
-    """Where to send ``request`` (§8.1.2): the first Route URI, else the Request-URI.
+def next_hop_uri(target: str, route_set: Sequence[str]) -> str:
+    """Where a request for ``target`` through ``route_set`` goes first (§8.1.2).
 
-    For a strict first hop ``apply_route_set`` already put that hop in the Request-URI, so both
-    cases reduce to this rule.
+    The first route's URI when there is a route set, loose or strict (for a strict first hop
+    ``apply_route_set`` also made it the Request-URI), else the target. It is computed from the
+    route set, not from a built request: after strict-route rewriting the first Route field of the
+    request is no longer the next hop.
     """
-    first = request.headers.first("Route")
-    if first is None:
-        return request.uri
-    return name_addr_uri(first)
+    if not route_set:
+        return request_uri_from(target)
+    return name_addr_uri(wrap_name_addr(route_set[0]))
 
 
 def is_loose_route(value: str) -> bool:
