@@ -25,6 +25,7 @@ from ifescalate.sip.dialog import (
     dialog_id_for_request,
     dialog_id_for_response,
 )
+from ifescalate.sip.errors import SipParseError
 from ifescalate.sip.message import Request, Response, parse_message
 
 CALL_ID = "3848276298220188511@atlanta.example.com"
@@ -225,11 +226,29 @@ def test_secure_flags() -> None:
         (provisional("x", "<sip:b@h>", "486 Busy Here"), "does not create"),
         (resp(bytes(ok_for_alice()).replace(b";tag=314159", b"")), "To tag"),
         (resp(bytes(ok_for_alice()).replace(b"Contact: ", b"X-Contact: ")), "Contact"),
+        (resp(bytes(ok_for_alice()).replace(b"tag=9fxced76sl", b"tag=zz")), "does not answer"),
+        (resp(bytes(ok_for_alice()).replace(b"Call-ID: 38", b"Call-ID: 39")), "does not answer"),
     ],
 )
 def test_responses_that_create_no_dialog(response: Response, message: str) -> None:
     with pytest.raises(NoDialog, match=message):
         Dialog.from_uac_response(ALICE_INVITE, response)
+
+
+def test_malformed_record_route_is_a_parse_error() -> None:
+    bad = ok_for_alice(record_route=("<sip:ss2.biloxi.example.com;lr",))
+    with pytest.raises(SipParseError):
+        Dialog.from_uac_response(ALICE_INVITE, bad)
+    with pytest.raises(SipParseError):
+        Dialog.from_uas_request(
+            req(
+                bytes(BOB_INVITE).replace(
+                    b"Record-Route: <sip:ss2.biloxi.example.com;lr>,", b"Record-Route: <>,"
+                )
+            ),
+            local_tag="1",
+            local_contact="<sip:b@h>",
+        )
 
 
 def test_requests_that_create_no_dialog() -> None:

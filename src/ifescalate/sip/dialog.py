@@ -168,6 +168,14 @@ def _contact_uri(message: Request | Response) -> str | None:
     return name_addr_uri(first)
 
 
+def _route_set(values: list[str]) -> list[str]:
+    """Record-Route entries as a route set, each checked to hold a URI now rather than when the
+    first in-dialog request is built (a malformed entry is the peer's 400, not our crash later)."""
+    for value in values:
+        name_addr_uri(value)
+    return values
+
+
 def _uniform_steps(rand: Rand, low: int, high: int) -> int:
     """A random integer in [low, high] from injected bytes (modulo bias < 1e-7 with 4 bytes)."""
     return low + int.from_bytes(rand(4), "big") % (high - low + 1)
@@ -233,6 +241,11 @@ class Dialog:
         local_tag = name_addr_tag(invite.headers.get("From"))
         if local_tag is None:
             raise NoDialog("our INVITE has no From tag (RFC 3261 §8.1.1.3)")
+        if (response.call_id, name_addr_tag(response.headers.get("From"))) != (
+            invite.call_id,
+            local_tag,
+        ):
+            raise NoDialog("the response does not answer this INVITE (Call-ID or From tag)")
         target = _contact_uri(response)
         if target is None:
             if status >= 200:
@@ -247,7 +260,7 @@ class Dialog:
             local_seq=invite.cseq[0],
             remote_seq=None,
             remote_target=target,
-            route_set=list(reversed(response.headers.values("Record-Route"))),
+            route_set=_route_set(response.headers.values("Record-Route")[::-1]),
             secure=_is_sips(invite.uri),
             state=DialogState.CONFIRMED if status >= 200 else DialogState.EARLY,
             is_uac=True,
@@ -286,7 +299,7 @@ class Dialog:
             local_seq=None,
             remote_seq=seq,
             remote_target=target,
-            route_set=invite.headers.values("Record-Route"),
+            route_set=_route_set(invite.headers.values("Record-Route")),
             secure=over_tls and _is_sips(invite.uri),
             state=DialogState.EARLY,
             is_uac=False,
@@ -476,7 +489,7 @@ class Dialog:
         self.refresh_target(response)
         if status >= 200:
             # §13.2.2.4: the 2xx recomputes the route set and confirms the dialog.
-            self.route_set = list(reversed(response.headers.values("Record-Route")))
+            self.route_set = _route_set(response.headers.values("Record-Route")[::-1])
             self.state = DialogState.CONFIRMED
 
     def glare_retry_delay(self, rand: Rand = os.urandom) -> float:
