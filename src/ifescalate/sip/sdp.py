@@ -184,36 +184,14 @@ TELEPHONE_EVENT = Codec(101, "telephone-event", 8000, fmtp="0-16")
 # RFC 7587 §7: opus is always announced as opus/48000/2, whatever is actually sent.
 OPUS = Codec(111, "opus", 48000, 2)
 
-#: RFC 3551 Tables 4 and 5: payload types that need no rtpmap.
-STATIC_PAYLOAD_TYPES: dict[int, Codec] = {
-    c.payload_type: c
-    for c in (
-        PCMU,
-        Codec(3, "GSM", 8000),
-        Codec(4, "G723", 8000),
-        Codec(5, "DVI4", 8000),
-        Codec(6, "DVI4", 16000),
-        Codec(7, "LPC", 8000),
-        PCMA,
-        G722,
-        Codec(10, "L16", 44100, 2),
-        Codec(11, "L16", 44100),
-        Codec(12, "QCELP", 8000),
-        Codec(13, "CN", 8000),
-        Codec(14, "MPA", 90000),
-        Codec(15, "G728", 8000),
-        Codec(16, "DVI4", 11025),
-        Codec(17, "DVI4", 22050),
-        G729,
-        Codec(25, "CelB", 90000),
-        Codec(26, "JPEG", 90000),
-        Codec(28, "nv", 90000),
-        Codec(31, "H261", 90000),
-        Codec(32, "MPV", 90000),
-        Codec(33, "MP2T", 90000),
-        Codec(34, "H263", 90000),
-    )
-}
+#: RFC 3551 Tables 4 and 5: payload types that need no rtpmap (filled in after the parser below).
+STATIC_PAYLOAD_TYPES: dict[int, Codec] = {}
+_STATIC_RTPMAPS = (
+    "0 PCMU/8000,3 GSM/8000,4 G723/8000,5 DVI4/8000,6 DVI4/16000,7 LPC/8000,8 PCMA/8000,"
+    "9 G722/8000,10 L16/44100/2,11 L16/44100,12 QCELP/8000,13 CN/8000,14 MPA/90000,15 G728/8000,"
+    "16 DVI4/11025,17 DVI4/22050,18 G729/8000,25 CelB/90000,26 JPEG/90000,28 nv/90000,"
+    "31 H261/90000,32 MPV/90000,33 MP2T/90000,34 H263/90000"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +227,7 @@ class CryptoKey:
     mki: str | None = None
 
 
-_CRYPTO_RE = re.compile(r"(\d{1,9}) +(\S+) +(\S+)(?: +(.*))?\Z")
+_CRYPTO_RE = re.compile(r"([0-9]{1,9}) +(\S+) +(\S+)(?: +(.*))?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +333,7 @@ class MediaDescription:
         try:
             # RFC 8866 §6.4 allows a decimal fraction; we packetize on whole milliseconds.
             return max(1, round(float(value)))
-        except ValueError:
+        except (ValueError, OverflowError):  # "soon", "nan", "inf"
             raise SipParseError(f"bad ptime attribute 'a=ptime:{value}'") from None
 
     @property
@@ -466,7 +444,7 @@ def _direction_of(attributes: Sequence[Attribute]) -> Direction | None:
 _LINE_RE = re.compile(r"([a-z])=(.*)\Z")
 # RFC 8866 §9 att-field = token (RFC 3261 token characters).
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+\Z")
-_RTPMAP_RE = re.compile(r"(\d{1,3}) +([^/\s]+)/(\d+)(?:/(\d+))?\s*\Z")
+_RTPMAP_RE = re.compile(r"([0-9]{1,3}) +([^/\s]+)/([0-9]+)(?:/([0-9]+))?\s*\Z")
 _SESSION_KINDS = "vosiuepcbtrzka"
 _SESSION_ONCE = "vosiuczk"
 _MEDIA_KINDS = "micbka"
@@ -564,7 +542,7 @@ def _parse_media(lines: Sequence[_Line]) -> MediaDescription:
     if len(parts) < 4:
         raise m_line.error("expected <media> <port> <proto> <fmt> ... (RFC 8866 §5.14)")
     port_text, _, count_text = parts[1].partition("/")
-    if not _is_port(port_text) or (count_text and not count_text.isdigit()):
+    if not _is_port(port_text) or (count_text and not _is_digits(count_text)):
         raise m_line.error("bad port")
     first = {line.kind: line for line in reversed(lines)}
     return MediaDescription(
@@ -583,7 +561,7 @@ def _parse_media(lines: Sequence[_Line]) -> MediaDescription:
 
 def _parse_origin(line: _Line) -> Origin:
     parts = line.value.split()
-    if len(parts) != 6 or not (parts[1].isdigit() and parts[2].isdigit()):
+    if len(parts) != 6 or not (_is_digits(parts[1]) and _is_digits(parts[2])):
         raise line.error(
             "expected <username> <sess-id> <sess-version> <nettype> <addrtype> "
             "<address> with numeric id and version (RFC 8866 §5.2)"
@@ -600,7 +578,7 @@ def _parse_connection(line: _Line) -> Connection:
 
 def _parse_bandwidth(line: _Line) -> Bandwidth:
     bwtype, sep, value = line.value.partition(":")
-    if not sep or not _TOKEN_RE.match(bwtype) or not value.isdigit():
+    if not sep or not _TOKEN_RE.match(bwtype) or not _is_digits(value):
         raise line.error("expected <bwtype>:<bandwidth> (RFC 8866 §5.8)")
     return Bandwidth(bwtype, int(value))
 
@@ -610,7 +588,7 @@ def _parse_timings(lines: Sequence[_Line]) -> tuple[Timing, ...]:
     for line in lines:
         if line.kind == "t":
             parts = line.value.split()
-            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            if len(parts) != 2 or not all(_is_digits(p) for p in parts):
                 raise line.error("expected <start-time> <stop-time> (RFC 8866 §5.9)")
             timings.append(Timing(int(parts[0]), int(parts[1])))
         elif line.kind == "r":
@@ -640,21 +618,29 @@ def _parse_rtpmap(value: str) -> tuple[int, Codec]:
     return pt, Codec(pt, m.group(2), int(m.group(3)), channels)
 
 
+STATIC_PAYLOAD_TYPES.update(_parse_rtpmap(v) for v in _STATIC_RTPMAPS.split(","))
+
+
 def _parse_fmtp(value: str) -> tuple[int, str]:
     fmt, _, params = value.partition(" ")
     return _payload_type(fmt, f"a=fmtp:{value}"), params.strip()
 
 
 def _payload_type(text: str, where: str | None = None) -> int:
-    if not text.isdigit() or int(text) > 127:
+    if not _is_digits(text) or int(text) > 127:
         raise SipParseError(
             f"bad RTP payload type {text!r} in {where or 'm= line'} (RFC 3550 §5.1)"
         )
     return int(text)
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts superscripts and non-Latin digits."""
+    return text.isascii() and text.isdigit()
+
+
 def _is_port(text: str) -> bool:
-    return text.isdigit() and int(text) <= 65535
+    return _is_digits(text) and int(text) <= 65535
 
 
 # --------------------------------------------------------------------------------------------------
@@ -896,12 +882,11 @@ def _common_codecs(
     offered: Sequence[Codec], supported: Sequence[Codec], prefer_offer_order: bool
 ) -> list[Codec]:
     """Offered codecs we support, with the offer's payload types (RFC 3264 §6.1)."""
-    pairs = [(o, s) for o in offered for s in supported if o.matches(s)]
+    pairs = [(rank, o, s) for o in offered for rank, s in enumerate(supported) if o.matches(s)]
     if not prefer_offer_order:
-        rank = {id(s): i for i, s in enumerate(supported)}
-        pairs.sort(key=lambda pair: rank[id(pair[1])])
+        pairs.sort(key=lambda pair: pair[0])  # stable: ties keep the offer's order
     common: list[Codec] = []
-    for ours_offered, ours in pairs:
+    for _, ours_offered, ours in pairs:
         if all(c.payload_type != ours_offered.payload_type for c in common):
             # Our fmtp declares what we receive (e.g. telephone-event events); else echo theirs.
             common.append(replace(ours_offered, fmtp=ours.fmtp or ours_offered.fmtp))
