@@ -1,0 +1,210 @@
+"""baresip 1.0 (headless) as a real SIP phone: answers automatically, or dials one URI at start.
+
+Audio: a WAV file as microphone (`aufile`), a silent sink as speaker (`aubridge`); with `record=True` the
+`sndfile` module writes what was sent (`*-enc.wav`) and received (`*-dec.wav`) per call into `rec/`.
+Start the callee first (the context waits for its SIP port), then the caller with `dial=callee.uri`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from .audio import write_tone_wav
+from .proc import PeerError, PeerProcess, free_port, wait_port
+from .tls import combined_pem
+
+MODULE_PATH = "/usr/lib/baresip/modules"
+
+ESTABLISHED = re.compile(r"Call established: (\S+)")
+TERMINATED = re.compile(r"Call with (\S+) terminated \(duration: (\d+) secs\)")
+
+
+class Baresip:
+    """One baresip user agent `name`@host:port, its config in a fresh temporary directory.
+
+    - `dial`: a SIP URI to call right after start (`-e "/dial URI"`).
+    - `duration`: seconds until baresip quits by itself (`-t`), hanging up any call; a hard bound.
+    - `answer`: answer incoming calls automatically (`answermode=auto`), else ring until cancelled.
+    - `srtp`: require SDES-SRTP (`mediaenc=srtp-mand`, RFC 4568).
+    - `tls`: (cert, key) to listen on TLS as well; `transport="tls"` makes `uri` point at the TLS listener.
+    - `audio`: WAV used as microphone (8 kHz mono s16); a 440 Hz tone longer than `duration` by default,
+      because aufile ends the call at end of file.
+    - `sip_trace`: log every SIP message (`-s`), e.g. to assert on SDP.
+    - `workdir`: keep config, log and recordings there (kept after exit); default: a temporary directory
+      removed after a clean exit (so inspect recordings inside the `with` block).
+    """
+
+    def __init__(
+        self,
+        name: str = "alice",
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        dial: str | None = None,
+        duration: float = 30.0,
+        answer: bool = True,
+        record: bool = False,
+        srtp: bool = False,
+        tls: tuple[Path, Path] | None = None,
+        ca: Path | None = None,
+        transport: Literal["udp", "tcp", "tls"] = "udp",
+        audio: Path | None = None,
+        account_params: str = "",
+        extra_config: str = "",
+        workdir: Path | None = None,
+        sip_trace: bool = False,
+    ) -> None:
+        if transport == "tls" and tls is None:
+            raise ValueError("transport='tls' needs tls=(cert, key)")
+        self.name = name
+        self.host = host
+        self.port = port if port is not None else free_port("both", host)
+        self.transport = transport
+        self._keep = workdir is not None
+        self.dir = (
+            workdir if workdir is not None else Path(tempfile.mkdtemp(prefix=f"baresip-{name}-"))
+        )
+        self.rec_dir = self.dir / "rec"
+        self.rec_dir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        audio_path = audio or write_tone_wav(self.dir / "tone.wav", seconds=duration + 10)
+        self._write_config(audio_path, record=record, srtp=srtp, ca=ca, extra=extra_config)
+        self._write_account(answer=answer, srtp=srtp, extra=account_params)
+        (self.dir / "contacts").write_text("")
+        argv = ["baresip", "-f", str(self.dir), "-n", host, "-t", str(max(1, round(duration)))]
+        if sip_trace:
+            argv.append("-s")  # every SIP message sent and received goes to the log
+        if dial is not None:
+            argv += ["-e", f"/dial {dial}"]
+        self.process = PeerProcess(f"baresip-{name}", argv, log_path=self.dir / "baresip.log")
+
+    @property
+    def tls_port(self) -> int:
+        """baresip listens for TLS one port above its UDP/TCP `sip_listen` port."""
+        return self.port + 1
+
+    @property
+    def uri(self) -> str:
+        """The URI to dial this agent at (over its `transport`)."""
+        if self.transport == "tls":
+            return f"sip:{self.name}@{self.host}:{self.tls_port};transport=tls"
+        if self.transport == "tcp":
+            return f"sip:{self.name}@{self.host}:{self.port};transport=tcp"
+        return f"sip:{self.name}@{self.host}:{self.port}"
+
+    def _write_config(
+        self, audio: Path, *, record: bool, srtp: bool, ca: Path | None, extra: str
+    ) -> None:
+        modules = ["g711", "aufile", "aubridge"]
+        if record:
+            modules.append("sndfile")
+        if srtp:
+            modules.append("srtp")
+        lines = [
+            "poll_method epoll",
+            f"sip_listen {self.host}:{self.port}",
+            "call_local_timeout 120",
+            "call_max_calls 4",
+            "audio_path /usr/share/baresip",
+            "audio_player aubridge,sink",
+            "audio_alert aubridge,alert",
+            f"audio_source aufile,{audio}",
+            "ausrc_srate 8000",
+            "auplay_srate 8000",
+            "ausrc_channels 1",
+            "auplay_channels 1",
+            "rtp_timeout 0",
+            f"module_path {MODULE_PATH}",
+            *(f"module {name}.so" for name in modules),
+            "module_app account.so",
+            "module_app contact.so",
+            "module_app menu.so",
+            f"snd_path {self.rec_dir}",
+        ]
+        if self.tls is not None:
+            pem = combined_pem(self.tls[0], self.tls[1], self.dir / "sip-cert.pem")
+            lines.append(f"sip_certificate {pem}")
+        if ca is not None:
+            lines.append(f"sip_cafile {ca}")
+        (self.dir / "config").write_text("\n".join(lines) + "\n" + extra)
+
+    def _write_account(self, *, answer: bool, srtp: bool, extra: str) -> None:
+        params = ["regint=0", f"answermode={'auto' if answer else 'manual'}"]
+        params.append("audio_codecs=PCMU,PCMA")
+        if srtp:
+            params.append("mediaenc=srtp-mand")
+        aor = f"sip:{self.name}@{self.host}"
+        if self.transport != "udp":
+            aor += f";transport={self.transport}"
+        line = f"<{aor}>;" + ";".join(params) + extra
+        (self.dir / "accounts").write_text(line + "\n")
+
+    # -- observation -------------------------------------------------------------------------------
+
+    def log(self) -> str:
+        return self.process.log()
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 10.0) -> re.Match[str]:
+        """Wait until the log matches `pattern`; raise PeerError with the log tail on timeout or exit."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(self.log())
+            if found is not None:
+                return found
+            if not self.process.running:
+                raise PeerError(
+                    f"{self.process.name} exited before logging {regex.pattern!r}\n"
+                    f"{self.process.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise PeerError(
+                    f"{self.process.name}: {regex.pattern!r} not logged within {timeout:.1f} s\n"
+                    f"{self.process.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def wait_established(self, timeout: float = 10.0) -> str:
+        """Wait for a call to be established; return the remote URI baresip logged."""
+        return self.wait_for(ESTABLISHED, timeout).group(1)
+
+    def recordings(self, kind: Literal["dec", "enc"] = "dec") -> list[Path]:
+        """sndfile WAVs of received (`dec`) or sent (`enc`) audio, one per call (needs `record=True`)."""
+        return sorted(self.rec_dir.glob(f"dump-*-{kind}.wav"))
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for baresip to quit by itself (its `duration` ran out); PeerError on overrun."""
+        return self.process.wait(timeout)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> Baresip:
+        self.process.start()
+        try:
+            wait_port(self.host, self.port, "udp", timeout=10.0, process=self.process)
+            if self.tls is not None:
+                wait_port(self.host, self.tls_port, "tcp", timeout=10.0, process=self.process)
+        except BaseException:
+            self.process.kill()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # SIGTERM hangs up; baresip then waits for open transactions (up to 32 s): do not wait that long.
+        self.process.stop(grace=2.0)
+        if exc_type is not None:
+            print(self.process.log_tail(), file=sys.stderr)
+        elif not self._keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
