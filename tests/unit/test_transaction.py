@@ -836,3 +836,19 @@ def test_random_input_sequences_keep_invariants(
     # Whatever happened, every machine ends by itself once its timers run out.
     run = run_until(tx, now + 10_000.0)
     assert tx.state is TxState.TERMINATED or (tx.get_timer() is None and not run)
+
+
+def test_state_timer_wins_a_tie_with_the_retransmission_timer() -> None:
+    # With T2 = T1, Timer E falls on 64*T1 exactly; Timer F fires then and nothing is resent.
+    tx = ClientNonInviteTransaction(OPTIONS, reliable=False, now=0.0, timers=Timers(t2=0.5))
+    tx.start(0.0)
+    fired = run_until(tx, 100.0)
+    assert len(send_times(fired)) == 63
+    assert fired[-1] == (32.0, [Timeout("F"), Terminated()])
+
+
+def test_late_handle_timer_fires_in_deadline_order() -> None:
+    tx = ClientNonInviteTransaction(OPTIONS, reliable=False, now=0.0)
+    tx.start(0.0)
+    # One call long after everything was due: the overdue retransmission, then Timer F.
+    assert tx.handle_timer(40.0) == [Send(OPTIONS), Timeout("F"), Terminated()]
