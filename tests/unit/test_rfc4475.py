@@ -7,6 +7,7 @@ checks that the tables cover the directory, so a file can neither be skipped nor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -610,10 +611,8 @@ def _full_pipeline(data: bytes) -> None:
 
     steps: list[Callable[[], object]] = [lambda: validate(msg), vias, addresses, request_uri]
     for step in steps:
-        try:
+        with contextlib.suppress(SipError):
             step()
-        except SipError:
-            pass
     bytes(msg)
 
 
