@@ -145,7 +145,9 @@ class TransactionTable:
 
     def __init__(self) -> None:
         self._clients: dict[TxKey, ClientTx] = {}
-        self._servers: dict[TxKey, ServerTx] = {}
+        # Each server transaction with the §8.2.2.2 origin key it was indexed under (None if it had
+        # a To tag), so removal does not parse headers again.
+        self._servers: dict[TxKey, tuple[ServerTx, OriginKey | None]] = {}
         self._origins: dict[OriginKey, ServerTx] = {}
 
     def __len__(self) -> int:
@@ -168,26 +170,26 @@ class TransactionTable:
 
     def add_server(self, tx: ServerTx) -> None:
         """Store a server transaction; requests without a To tag are indexed for §8.2.2.2."""
-        old = self._servers.get(tx.key)
-        if old is not None and old is not tx and not old.terminated:
+        entry = self._servers.get(tx.key)
+        if entry is not None and entry[0] is not tx and not entry[0].terminated:
             raise ValueError(f"server transaction key already in use: {tx.key!r}")
-        self._servers[tx.key] = tx
         request = tx.request
-        if not header_tag(request.headers.get("To")):
-            self._origins[_origin_key(request)] = tx
+        origin = None if header_tag(request.headers.get("To")) else _origin_key(request)
+        self._servers[tx.key] = (tx, origin)
+        if origin is not None:
+            self._origins[origin] = tx
 
     def remove(self, tx: ClientTx | ServerTx) -> None:
         """Forget ``tx`` (idempotent)."""
         if self._clients.get(tx.key) is tx:
             del self._clients[tx.key]
             return
-        if self._servers.get(tx.key) is tx:
+        entry = self._servers.get(tx.key)
+        if entry is not None and entry[0] is tx:
             del self._servers[tx.key]
-            request = tx.request
-            if not header_tag(request.headers.get("To")):
-                origin = _origin_key(request)
-                if self._origins.get(origin) is tx:
-                    del self._origins[origin]
+            origin = entry[1]
+            if origin is not None and self._origins.get(origin) is tx:
+                del self._origins[origin]
 
     def match_response(self, response: Response) -> ClientTx | None:
         """The client transaction a response belongs to (§17.1.3), or None (stray response)."""
@@ -241,14 +243,17 @@ class TransactionTable:
     def purge(self) -> int:
         """Drop every terminated transaction; return how many were dropped."""
         dead: list[ClientTx | ServerTx] = [tx for tx in self._clients.values() if tx.terminated]
-        dead.extend(tx for tx in self._servers.values() if tx.terminated)
+        dead.extend(tx for tx, _ in self._servers.values() if tx.terminated)
         for tx in dead:
             self.remove(tx)
         return len(dead)
 
     def _lookup_server(self, key: TxKey) -> ServerTx | None:
-        tx = self._servers.get(key)
-        if tx is not None and tx.terminated:
+        entry = self._servers.get(key)
+        if entry is None:
+            return None
+        tx = entry[0]
+        if tx.terminated:
             self.remove(tx)
             return None
         return tx
