@@ -205,11 +205,10 @@ def parse_via(value: str) -> Via:
     A protocol other than SIP/2.0 raises :class:`VersionNotSupported`; anything malformed,
     including empty parameters (RFC 4475 badinv01), raises :class:`SipParseError`.
     """
-    if value.startswith("SIP/2.0/"):
-        sp = value.find(" ", 8)
-        if sp < 0:
-            raise SipParseError(f"malformed Via: {value!r}")
-        transport = value[8:sp]
+    # Fast path for the canonical "SIP/2.0/UDP host..." form; anything else takes the LWS path.
+    sp = value.find(" ", 8) if value.startswith("SIP/2.0/") else -1
+    transport = value[8:sp] if sp > 8 else ""
+    if _TOKEN_RE.match(transport):
         rest = value[sp + 1 :]
     else:
         transport, rest = _parse_sent_protocol(value)
