@@ -140,10 +140,8 @@ class Baresip:
         params.append("audio_codecs=PCMU,PCMA")
         if srtp:
             params.append("mediaenc=srtp-mand")
-        aor = f"sip:{self.name}@{self.host}"
-        if self.transport != "udp":
-            aor += f";transport={self.transport}"
-        line = f"<{aor}>;" + ";".join(params) + extra
+        # No transport parameter in the AOR: baresip would append it again to a dialled URI that has one.
+        line = f"<sip:{self.name}@{self.host}>;" + ";".join(params) + extra
         (self.dir / "accounts").write_text(line + "\n")
 
     # -- observation -------------------------------------------------------------------------------
