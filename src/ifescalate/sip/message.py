@@ -519,6 +519,9 @@ def parse_message(
     """
     if len(data) > max_size:
         raise MessageTooLarge(f"message of {len(data)} bytes exceeds {max_size}")
+    if data[:1] in (b"\r", b"\n"):
+        # CRLF keep-alives before a message are ignored (§7.5, RFC 5626 §3.5.1).
+        data = data.lstrip(b"\r\n")
     head, rest = _split_head(data)
     msg, content_length = parse_head(head, max_headers=max_headers)
     if content_length is None:
