@@ -648,3 +648,101 @@ def test_fuzz_mutated_torture_messages(data: bytes) -> None:
 
 def test_unescape_helper_round_trip() -> None:
     assert unescape("%75se%72") == "user"
+
+
+# --- application-layer checks beyond the corpus -----------------------------------------------
+
+
+def _options(extra: bytes = b"", method: bytes = b"OPTIONS", body: bytes = b"") -> Request:
+    data = (
+        method + b" sip:user@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP h.example.com;branch=z9hG4bK1\r\n"
+        b"To: <sip:user@example.com>\r\nFrom: <sip:c@example.net>;tag=1\r\n"
+        b"Call-ID: x@y\r\nCSeq: 1 " + method + b"\r\nMax-Forwards: 70\r\n" + extra + b"\r\n" + body
+    )
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    validate_request(msg)
+    return msg
+
+
+def test_check_method_405_carries_allow() -> None:
+    with pytest.raises(ValidationError) as info:
+        check_method(_options(method=b"SUBSCRIBE"), {"INVITE", "BYE"})
+    assert info.value.status == 405
+    assert info.value.response_headers == [("Allow", "BYE, INVITE")]
+
+
+def test_check_require_ignores_ack_and_matches_case_insensitively() -> None:
+    check_require(_options(b"Require: foo\r\n", method=b"CANCEL"), ())
+    check_require(_options(b"Require: 100REL\r\n"), {"100rel"})
+    with pytest.raises(BadExtension):
+        check_require(_options(b"Require: 100rel, timer\r\n"), {"100rel"})
+
+
+def test_check_content_encoding_and_missing_type() -> None:
+    sdp = b"Content-Type: application/sdp\r\n"
+    check_content(_options(sdp, body=b"v=0\r\n"))
+    with pytest.raises(UnsupportedMediaType) as info:
+        check_content(_options(sdp + b"Content-Encoding: gzip\r\n", body=b"v=0\r\n"))
+    assert info.value.response_headers == [("Accept-Encoding", "identity")]
+    with pytest.raises(UnsupportedMediaType):
+        check_content(_options(body=b"v=0\r\n"))
+
+
+@pytest.mark.parametrize(
+    ("accept", "ok"),
+    [
+        (b"", True),  # no Accept means application/sdp (§20.1)
+        (b"Accept: application/*\r\n", True),
+        (b"Accept: */*;q=0.1\r\n", True),
+        (b"Accept: text/plain, APPLICATION/SDP\r\n", True),
+        (b"Accept: text/plain\r\n", False),
+        (b"Accept:\r\n", False),  # empty: no body is acceptable
+    ],
+)
+def test_check_accept(accept: bytes, ok: bool) -> None:
+    req = _options(accept)
+    if ok:
+        check_accept(req, ["application/sdp"])
+    else:
+        with pytest.raises(NotAcceptable):
+            check_accept(req, ["application/sdp"])
+
+
+def test_star_contact_rules() -> None:
+    with pytest.raises(SipError, match=r"Contact '\*'"):
+        _options(b"Contact: *\r\n")
+    register = _options(b"Contact: *\r\nExpires: 0\r\n", method=b"REGISTER")
+    check_register(register)
+    with pytest.raises(ValidationError):
+        check_register(_options(b"Contact: *\r\n", method=b"REGISTER"))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"Call-ID: second\r\n",
+        b"Max-Forwards: 256\r\n",
+        b"Expires: -1\r\n",
+        b"Content-Type: sdp\r\n",
+        b"Warning: 399 host\r\n",
+        b"Contact: <sip:a@b>;expires=x\r\n",
+        b"Contact: <sip:a@b>, *\r\n",
+    ],
+)
+def test_validate_request_rejects(extra: bytes) -> None:
+    with pytest.raises(SipError) as info:
+        _options(extra)
+    assert info.value.status == 400
+
+
+def test_validate_request_missing_via_and_bad_call_id() -> None:
+    req = _options()
+    req.headers.remove("Via")
+    with pytest.raises(SipError, match="Via"):
+        validate_request(req)
+    req = _options()
+    req.headers.set("Call-ID", "a b")
+    with pytest.raises(SipError, match="Call-ID"):
+        validate_request(req)
