@@ -1,0 +1,154 @@
+"""The ``ifescalate`` command line: ``serve``, ``sip answer|call|options``.
+
+Used alike by people, tests and benchmarks; names and flags are a contract (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .net.runner import (
+    AgentOptions,
+    read_auth,
+    run,
+    run_answer,
+    run_call,
+    run_options,
+    tls_options,
+)
+from .net.tls import TlsConfigError
+from .net.transport import ListenSpec
+from .net.ua import UaConfig
+
+
+def _listen(text: str) -> ListenSpec:
+    try:
+        return ListenSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--header takes 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _add_tls(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", metavar="FILE", help="certificate (PEM) for TLS")
+    p.add_argument("--tls-key", metavar="FILE", help="private key (PEM) for TLS")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA file to verify the peer")
+    p.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        help="do not verify the server certificate (development only)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ifescalate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service on its embedded defaults")
+    serve.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
+    serve.add_argument("--data-dir", metavar="DIR", default="data", help="state directory")
+    serve.add_argument("--listen", type=_listen, action="append", default=[])
+
+    sip = sub.add_parser("sip", help="SIP user agent tools").add_subparsers(
+        dest="sip_command", required=True
+    )
+    answer = sip.add_parser("answer", help="answer every call until interrupted")
+    answer.add_argument(
+        "--listen",
+        type=_listen,
+        action="append",
+        required=True,
+        help="udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT (repeatable)",
+    )
+    answer.add_argument("--auth", metavar="USER:PASSWORD", help="challenge callers (digest)")
+    answer.add_argument("--ring-ms", type=int, default=0, help="send 180 and wait before 200")
+    answer.add_argument("--verbose", action="store_true", help="print a line per call")
+    _add_tls(answer)
+
+    call = sip.add_parser("call", help="place one call")
+    call.add_argument("uri")
+    call.add_argument("--auth", metavar="USER:PASSWORD", help="credentials for a challenge")
+    call.add_argument(
+        "--hangup-after",
+        type=float,
+        metavar="SECONDS",
+        help="send BYE after this long (default: wait for the other side)",
+    )
+    call.add_argument("--proxy", metavar="URI", help="send via this outbound proxy")
+    call.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        help="extra header 'Name: value' (repeatable)",
+    )
+    call.add_argument("--listen", type=_listen, action="append", default=[])
+    _add_tls(call)
+
+    options = sip.add_parser("options", help="send OPTIONS and print the answer")
+    options.add_argument("uri")
+    options.add_argument("--listen", type=_listen, action="append", default=[])
+    options.add_argument("--timeout", type=float, default=10.0)
+    _add_tls(options)
+    return parser
+
+
+def _agent_options(args: argparse.Namespace) -> AgentOptions:
+    auth = (
+        read_auth(getattr(args, "auth", None))
+        if getattr(args, "sip_command", "") == "answer"
+        else None
+    )
+    config = UaConfig(
+        auth_user=auth[0] if auth else None,
+        auth_password=auth[1] if auth else None,
+        ring_ms=getattr(args, "ring_ms", 0),
+    )
+    return AgentOptions(
+        listen=list(args.listen),
+        tls=tls_options(args.tls_cert, args.tls_key, args.tls_ca, args.tls_insecure),
+        config=config,
+        verbose=getattr(args, "verbose", False),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            from .serve import serve
+
+            return serve(args)
+        opts = _agent_options(args)
+        if args.sip_command == "answer":
+            return run(run_answer(opts))
+        if args.sip_command == "call":
+            return run(
+                run_call(
+                    opts,
+                    args.uri,
+                    auth=read_auth(args.auth),
+                    hangup_after=args.hangup_after,
+                    headers=args.header,
+                    proxy=args.proxy,
+                )
+            )
+        return run(run_options(opts, args.uri, timeout=args.timeout))
+    except (ValueError, TlsConfigError, OSError) as exc:
+        print(f"ifescalate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

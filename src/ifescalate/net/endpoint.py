@@ -1,0 +1,587 @@
+"""The SIP endpoint: transports in, transactions in the middle, a transaction user on top.
+
+This is the thin asyncio driver of the sans-IO core (ARCHITECTURE.md convention 2): it feeds parsed
+messages to the §17 machines found by ``TransactionTable``, sends what they return, keeps one timer
+for all their deadlines and tells the transaction user (the user agent) what it must decide.
+
+Where a response goes (§18.2.2 with RFC 3581): back over the request's connection on TCP/TLS; on UDP
+to the source address and port when the request asked for ``rport``, else to the address it came
+from and the port its Via names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..sip.build import IdGenerator, make_response
+from ..sip.errors import SipError, SipParseError
+from ..sip.framing import KeepAlivePing, ParseFailure, StreamItem
+from ..sip.message import Request, Response, parse_message
+from ..sip.transaction import (
+    DEFAULT_TIMERS,
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    Deliver,
+    Send,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    Terminated,
+    Timeout,
+    Timers,
+    TransportError,
+    TxEvent,
+)
+from ..sip.txtable import TransactionTable
+from ..sip.validate import validate_request
+from .timers import Timed, TimerHeap
+from .transport import ListenSpec, Source, StreamConnection, UdpListener
+
+log = logging.getLogger("ifescalate.sip")
+
+_IDS = IdGenerator()
+
+ClientTx = ClientInviteTransaction | ClientNonInviteTransaction
+ServerTx = ServerInviteTransaction | ServerNonInviteTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to send a request: transport and a resolved address (RFC 3263 is out of scope here)."""
+
+    transport: str  # "UDP", "TCP", "TLS"
+    host: str
+    port: int
+
+
+class TransactionUser(Protocol):
+    """What the endpoint asks of the layer above (RFC 3261 §8, §12-§15: the UA core)."""
+
+    def on_request(self, request: Request, tx: ServerTx, source: Source) -> None:
+        """A new request with its server transaction; the TU must answer through ``respond``."""
+
+    def on_ack(self, ack: Request, source: Source) -> None:
+        """An ACK for a 2xx (outside any transaction, §17.2.1/RFC 6026) or absorbed by one."""
+
+    def on_cancel(self, invite_tx: ServerInviteTransaction, cancel: Request) -> None:
+        """A CANCEL matched an INVITE still being processed; the TU answers the INVITE with 487."""
+
+    def on_stray_response(self, response: Response, source: Source) -> None:
+        """A response no client transaction wants (a retransmitted 2xx to INVITE, §13.2.2.4)."""
+
+    def on_server_timeout(self, tx: ServerTx) -> None:
+        """Timer H fired: the ACK for our final response never came (§17.2.1)."""
+
+
+ResponseCallback = Callable[[Response], None]
+TimeoutCallback = Callable[[str], None]
+
+
+class _ServerEntry:
+    __slots__ = ("source", "timed", "tx")
+
+    def __init__(self, tx: ServerTx, source: Source, timed: Timed) -> None:
+        self.tx = tx
+        self.source = source
+        self.timed = timed
+
+
+class _ClientEntry:
+    __slots__ = ("on_response", "on_timeout", "sink", "timed", "tx")
+
+    def __init__(
+        self,
+        tx: ClientTx,
+        sink: Callable[[bytes], None],
+        on_response: ResponseCallback,
+        on_timeout: TimeoutCallback,
+        timed: Timed,
+    ) -> None:
+        self.tx = tx
+        self.sink = sink
+        self.on_response = on_response
+        self.on_timeout = on_timeout
+        self.timed = timed
+
+
+class SipEndpoint:
+    """Listens on UDP/TCP/TLS, runs transactions, and hands decisions to a TransactionUser."""
+
+    def __init__(
+        self,
+        tu: TransactionUser,
+        *,
+        timers: Timers = DEFAULT_TIMERS,
+        max_message_size: int = 65535,
+        max_connections_per_peer: int = 16,
+        idle_timeout: float = 120.0,
+        tls_client_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.tu = tu
+        self.timers = timers
+        self.max_message_size = max_message_size
+        self.max_connections_per_peer = max_connections_per_peer
+        self.idle_timeout = idle_timeout
+        self.tls_client_context = tls_client_context
+        self.loop = asyncio.get_running_loop()
+        self.table = TransactionTable()
+        self.timer_heap = TimerHeap(self.loop)
+        self.udp: list[UdpListener] = []
+        self.servers: list[tuple[ListenSpec, asyncio.Server]] = []
+        self.bound: list[ListenSpec] = []
+        self.connections: dict[tuple[str, str, int], StreamConnection] = {}
+        self._per_peer: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sentinels: dict[int, _ServerEntry | _ClientEntry] = {}
+        self._closing = False
+        self._counted: set[int] = set()
+        self.ids = IdGenerator()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def listen(
+        self, spec: ListenSpec, tls_context: ssl.SSLContext | None = None
+    ) -> ListenSpec:
+        """Bind one listener; returns the spec with the real port (when 0 was asked)."""
+        if spec.transport == "UDP":
+            _, proto = await self.loop.create_datagram_endpoint(
+                lambda: UdpListener(self), local_addr=(spec.host, spec.port)
+            )
+            self.udp.append(proto)
+            bound = ListenSpec("UDP", spec.host, proto.local[1])
+        else:
+            if spec.transport == "TLS" and tls_context is None:
+                raise ValueError("a TLS listener needs a TLS context")
+            transport_name = spec.transport
+            server = await self.loop.create_server(
+                lambda: StreamConnection(
+                    self,
+                    transport_name=transport_name,
+                    max_size=self.max_message_size,
+                    on_open=self._accept_connection,
+                ),
+                spec.host,
+                spec.port,
+                ssl=tls_context if spec.transport == "TLS" else None,
+                ssl_handshake_timeout=10.0 if spec.transport == "TLS" else None,
+                reuse_address=True,
+            )
+            port = server.sockets[0].getsockname()[1]
+            bound = ListenSpec(spec.transport, spec.host, port)
+            self.servers.append((bound, server))
+        self.bound.append(bound)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+        return bound
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        """The sent-by (§18.1.1) for requests we send over ``transport``."""
+        for spec in self.bound:
+            if spec.transport == transport:
+                return spec.host, spec.port
+        if self.bound:
+            return self.bound[0].host, self.bound[0].port
+        raise RuntimeError("the endpoint has no listener")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.timer_heap.close()
+        for _, server in self.servers:
+            server.close()
+        for conn in list(self.connections.values()):
+            conn.abort()
+        for udp in self.udp:
+            if udp.transport is not None:
+                udp.transport.close()
+        for _, server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+
+    # -- input from transports -------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, source: Source) -> None:
+        if len(data) <= 4 and data.strip(b"\r\n\x00") == b"":
+            # RFC 5626 §4.4.1 keep-alive (CRLF) or an empty datagram: nothing to answer.
+            self.stats["keepalives"] += 1
+            return
+        try:
+            msg = parse_message(data, max_size=self.max_message_size)
+        except SipError as exc:
+            self._reject_unparseable(data, exc, source)
+            return
+        self._dispatch(msg, source)
+
+    def stream_item_received(self, item: StreamItem, source: Source) -> None:
+        if isinstance(item, KeepAlivePing):
+            # RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
+            if source.conn is not None:
+                source.conn.send(b"\r\n")
+            return
+        if isinstance(item, ParseFailure):
+            self._reject_unparseable(item.head + b"\r\n\r\n", item.error, source)
+            return
+        self._dispatch(item, source)
+
+    def stream_error(self, error: SipParseError, source: Source) -> None:
+        self.stats["stream_errors"] += 1
+        log.info(
+            "closing %s connection from %s:%s: %s",
+            source.transport,
+            source.host,
+            source.port,
+            error,
+        )
+
+    def connection_lost(self, conn: StreamConnection) -> None:
+        key = (conn.transport_name, conn.peer[0], conn.peer[1])
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        if id(conn) in self._counted:
+            self._counted.discard(id(conn))
+            self._per_peer[conn.peer[0]] -= 1
+            if self._per_peer[conn.peer[0]] <= 0:
+                del self._per_peer[conn.peer[0]]
+
+    def _accept_connection(self, conn: StreamConnection) -> bool:
+        """Admit an accepted connection unless its peer already holds too many."""
+        if self._per_peer[conn.peer[0]] >= self.max_connections_per_peer:
+            self.stats["connections_refused"] += 1
+            return False
+        self._register_connection(conn)
+        return True
+
+    def _register_connection(self, conn: StreamConnection) -> None:
+        self._per_peer[conn.peer[0]] += 1
+        self._counted.add(id(conn))
+        self.connections[(conn.transport_name, conn.peer[0], conn.peer[1])] = conn
+
+    def _sweep(self) -> None:
+        """Close stream connections idle for longer than ``idle_timeout`` (slowloris bound)."""
+        now = self.loop.time()
+        for conn in list(self.connections.values()):
+            if now - conn.last_activity > self.idle_timeout:
+                self.stats["idle_closed"] += 1
+                conn.abort()
+        self.table.purge()
+        if not self._closing:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    # -- bad input ---------------------------------------------------------------------------------
+
+    def _reject_unparseable(self, data: bytes, exc: SipError, source: Source) -> None:
+        """Answer a malformed request with its error's status when a response can be formed."""
+        self.stats["malformed"] += 1
+        resp = _error_response_from_raw(data, exc)
+        if resp is None:
+            self.stats["dropped"] += 1
+            log.debug("dropped malformed message from %s:%s: %s", source.host, source.port, exc)
+            return
+        self._send_to_source(resp.to_bytes(), source, None)
+
+    # -- dispatch ----------------------------------------------------------------------------------
+
+    def _dispatch(self, msg: Request | Response, source: Source) -> None:
+        if isinstance(msg, Response):
+            self._on_response(msg, source)
+            return
+        try:
+            validate_request(msg)
+        except SipError as exc:
+            self.stats["invalid"] += 1
+            if msg.method != "ACK":
+                self._send_to_source(_error_response(msg, exc).to_bytes(), source, msg.top_via)
+            return
+        self._on_request(msg, source)
+
+    def _on_request(self, req: Request, source: Source) -> None:
+        now = self.loop.time()
+        tx = self.table.match_request(req)
+        if tx is not None:
+            entry = self._server_entry(tx)
+            events = tx.receive_request(req, now)
+            self._process_server(entry, events) if entry is not None else None
+            return
+        method = req.method
+        if method == "ACK":
+            self.tu.on_ack(req, source)
+            return
+        if method == "CANCEL":
+            self._on_cancel(req, source, now)
+            return
+        if self.table.is_merged(req):
+            # §8.2.2.2: the same request reached us twice over different paths.
+            merged = self._new_server_tx(req, source, now)
+            self.respond(merged.tx, make_response(req, 482, to_tag=self.ids.tag()))
+            return
+        entry = self._new_server_tx(req, source, now)
+        self.tu.on_request(req, entry.tx, source)
+
+    def _on_cancel(self, cancel: Request, source: Source, now: float) -> None:
+        invite_tx = self.table.match_cancel(cancel)
+        entry = self._new_server_tx(cancel, source, now)
+        if invite_tx is None:
+            # §9.2: no matching transaction: 481.
+            self.respond(entry.tx, make_response(cancel, 481, to_tag=self.ids.tag()))
+            return
+        self.respond(entry.tx, make_response(cancel, 200, to_tag=invite_tx.to_tag or None))
+        self.tu.on_cancel(invite_tx, cancel)
+
+    def _new_server_tx(self, req: Request, source: Source, now: float) -> _ServerEntry:
+        reliable = source.transport != "UDP"
+        tx: ServerTx
+        if req.method == "INVITE":
+            tx = ServerInviteTransaction(req, reliable=reliable, now=now, timers=self.timers)
+        else:
+            tx = ServerNonInviteTransaction(req, reliable=reliable, now=now, timers=self.timers)
+        timed = Timed(tx.get_timer, _no_fire)
+        entry = _ServerEntry(tx, source, timed)
+
+        def fire(now: float) -> None:
+            self._process_server(entry, entry.tx.handle_timer(now))
+
+        timed.fire = fire
+        self.table.add_server(tx)
+        self._sentinels[id(tx)] = entry
+        return entry
+
+    def _server_entry(self, tx: ServerTx) -> _ServerEntry | None:
+        entry = self._sentinels.get(id(tx))
+        return entry if isinstance(entry, _ServerEntry) else None
+
+    def respond(self, tx: ServerTx, response: Response) -> None:
+        """Send the TU's response through its server transaction."""
+        entry = self._server_entry(tx)
+        if entry is None:
+            raise RuntimeError("unknown server transaction")
+        self._count_response(response.status)
+        self._process_server(entry, tx.send_response(response, self.loop.time()))
+
+    def _process_server(self, entry: _ServerEntry, events: list[TxEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                self._send_to_source(ev.message.to_bytes(), entry.source, entry.tx.request.top_via)
+            elif isinstance(ev, Deliver):
+                msg = ev.message
+                if isinstance(msg, Request) and msg.method == "ACK":
+                    self.tu.on_ack(msg, entry.source)
+            elif isinstance(ev, Timeout):
+                self.tu.on_server_timeout(entry.tx)
+            elif isinstance(ev, Terminated):
+                self.table.remove(entry.tx)
+                self._sentinels.pop(id(entry.tx), None)
+                self.timer_heap.disarm(entry.timed)
+                return
+        self.timer_heap.arm(entry.timed)
+
+    def _count_response(self, status: int) -> None:
+        self.stats[f"responses_sent_{status // 100}xx"] += 1
+
+    # -- client side -------------------------------------------------------------------------------
+
+    async def send_request(
+        self,
+        request: Request,
+        target: Target,
+        on_response: ResponseCallback,
+        on_timeout: TimeoutCallback,
+    ) -> ClientTx:
+        """Start a client transaction for ``request`` towards ``target``.
+
+        ``on_response`` gets every response (provisional and final); ``on_timeout`` gets the timer
+        name ("B", "F") or "transport" when the transaction failed without a final response.
+        """
+        sink = await self._sink_for(target)
+        reliable = target.transport != "UDP"
+        now = self.loop.time()
+        tx: ClientTx
+        if request.method == "INVITE":
+            tx = ClientInviteTransaction(request, reliable=reliable, now=now, timers=self.timers)
+        else:
+            tx = ClientNonInviteTransaction(request, reliable=reliable, now=now, timers=self.timers)
+        timed = Timed(tx.get_timer, _no_fire)
+        entry = _ClientEntry(tx, sink, on_response, on_timeout, timed)
+
+        def fire(now: float) -> None:
+            self._process_client(entry, entry.tx.handle_timer(now))
+
+        timed.fire = fire
+        self.table.add_client(tx)
+        self._sentinels[id(tx)] = entry
+        self._process_client(entry, tx.start(now))
+        return tx
+
+    async def send_stateless(self, message: Request | Response, target: Target) -> None:
+        """Send outside any transaction: the ACK for a 2xx (§13.2.2.4), a 2xx retransmission."""
+        sink = await self._sink_for(target)
+        sink(message.to_bytes())
+
+    def send_via_source(self, message: Request | Response, source: Source) -> None:
+        """Send back to where a message came from (2xx retransmissions of a UAS, §13.3.1.4)."""
+        via = message.top_via if isinstance(message, Response) else None
+        self._send_to_source(message.to_bytes(), source, via)
+
+    def _on_response(self, resp: Response, source: Source) -> None:
+        self.stats[f"responses_received_{resp.status // 100}xx"] += 1
+        tx = self.table.match_response(resp)
+        if tx is None:
+            self.tu.on_stray_response(resp, source)
+            return
+        entry = self._sentinels.get(id(tx))
+        if not isinstance(entry, _ClientEntry):
+            return
+        self._process_client(entry, tx.receive_response(resp, self.loop.time()))
+
+    def _process_client(self, entry: _ClientEntry, events: list[TxEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                try:
+                    entry.sink(ev.message.to_bytes())
+                except OSError:
+                    self._process_client(entry, entry.tx.transport_error(self.loop.time()))
+                    return
+            elif isinstance(ev, Deliver):
+                msg = ev.message
+                if isinstance(msg, Response):
+                    entry.on_response(msg)
+            elif isinstance(ev, Timeout):
+                entry.on_timeout(ev.timer)
+            elif isinstance(ev, TransportError):
+                entry.on_timeout("transport")
+            elif isinstance(ev, Terminated):
+                self.table.remove(entry.tx)
+                self._sentinels.pop(id(entry.tx), None)
+                self.timer_heap.disarm(entry.timed)
+                return
+        self.timer_heap.arm(entry.timed)
+
+    def cancel_transaction(self, tx: ClientTx) -> None:
+        """Forget a client transaction the TU abandons (its timers stop)."""
+        entry = self._sentinels.pop(id(tx), None)
+        if entry is not None:
+            self.table.remove(tx)
+            self.timer_heap.disarm(entry.timed)
+
+    async def _sink_for(self, target: Target) -> Callable[[bytes], None]:
+        if target.transport == "UDP":
+            if not self.udp:
+                raise RuntimeError("no UDP listener to send from")
+            udp = self.udp[0]
+            for candidate in self.udp:
+                if (":" in candidate.local[0]) == (":" in target.host):
+                    udp = candidate
+                    break
+            host, port = target.host, target.port
+            return lambda data: udp.send(data, host, port)
+        conn = await self.connect(target)
+        return conn.send
+
+    async def connect(self, target: Target) -> StreamConnection:
+        """Reuse or open a TCP/TLS connection to ``target`` (§18.1.1: reuse is allowed)."""
+        key = (target.transport, target.host, target.port)
+        conn = self.connections.get(key)
+        if conn is not None and conn.is_open:
+            return conn
+        ctx: ssl.SSLContext | None = None
+        if target.transport == "TLS":
+            ctx = self.tls_client_context or ssl.create_default_context()
+        _, proto = await self.loop.create_connection(
+            lambda: StreamConnection(
+                self, transport_name=target.transport, max_size=self.max_message_size
+            ),
+            target.host,
+            target.port,
+            ssl=ctx,
+            server_hostname=target.host if ctx is not None else None,
+        )
+        self._register_connection(proto)
+        self.connections[key] = proto
+        return proto
+
+    # -- sending responses -------------------------------------------------------------------------
+
+    def _send_to_source(self, data: bytes, source: Source, top_via: str | None) -> None:
+        if source.conn is not None:
+            source.conn.send(data)
+            return
+        if source.udp is None:
+            return
+        port = source.port
+        if top_via is not None and "rport" not in top_via:
+            # §18.2.2: without rport, the port named in Via (default 5060), at the source address.
+            port = _via_port(top_via) or 5060
+        source.udp.send(data, source.host, port)
+
+
+def _no_fire(now: float) -> None:
+    return None
+
+
+def _tag() -> str:
+    return _IDS.tag()
+
+
+def _via_port(via: str) -> int | None:
+    head = via.partition(";")[0]
+    sent_by = head.rsplit(None, 1)[-1] if head.split() else ""
+    if sent_by.startswith("["):
+        _, _, rest = sent_by.partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        port = sent_by.rpartition(":")[2] if ":" in sent_by else ""
+    return int(port) if port.isdigit() else None
+
+
+def _error_response(req: Request, exc: SipError) -> Response:
+    headers = list(getattr(exc, "response_headers", ()) or ())
+    return make_response(req, exc.status, exc.reason, to_tag=_tag(), headers=headers)
+
+
+_COPY_RAW = {
+    b"via": "Via",
+    b"v": "Via",
+    b"from": "From",
+    b"f": "From",
+    b"to": "To",
+    b"t": "To",
+    b"call-id": "Call-ID",
+    b"i": "Call-ID",
+    b"cseq": "CSeq",
+}
+
+
+def _error_response_from_raw(data: bytes, exc: SipError) -> Response | None:
+    """Build the error response for a request that did not parse (§21.4.1, RFC 4475 §3.1.2).
+
+    Only possible when it is a request (never answer a response) and Via, From, To, Call-ID and
+    CSeq can be read as raw lines; otherwise the message is dropped.
+    """
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    if not lines or lines[0].startswith(b"SIP/") or lines[0][:3] == b"ACK":
+        return None
+    found: list[tuple[str, str]] = []
+    for raw in lines[1:]:
+        name, sep, value = raw.partition(b":")
+        canon = _COPY_RAW.get(name.strip().lower()) if sep else None
+        if canon is not None:
+            try:
+                found.append((canon, value.strip().decode("utf-8")))
+            except UnicodeDecodeError:
+                return None
+    if {n for n, _ in found} != {"Via", "From", "To", "Call-ID", "CSeq"}:
+        return None
+    resp = Response(status=exc.status, reason=exc.reason)
+    for hname, hvalue in found:
+        if hname == "To" and "tag=" not in hvalue:
+            hvalue = f"{hvalue};tag={_tag()}"
+        resp.headers.add(hname, hvalue)
+    return resp

@@ -1,0 +1,200 @@
+"""Start an endpoint with a user agent from command-line style options, and the CLI's SIP verbs.
+
+``sip answer``, ``sip call`` and ``sip options`` (cli.py) are thin wrappers over these coroutines,
+so tests and benchmarks drive exactly what a person runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..sip.message import Response
+from .endpoint import SipEndpoint, Target
+from .tls import TlsOptions, client_context, server_context
+from .transport import ListenSpec
+from .ua import Call, CallFailed, IncomingCall, UaConfig, UserAgent, target_for_uri
+
+
+@dataclass(slots=True)
+class AgentOptions:
+    """Everything needed to run a user agent."""
+
+    listen: list[ListenSpec] = field(default_factory=list)
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    config: UaConfig = field(default_factory=UaConfig)
+    verbose: bool = False
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def start_agent(opts: AgentOptions) -> UserAgent:
+    """Bind every listener and return an attached user agent (the caller closes ua.endpoint)."""
+    ua = UserAgent(opts.config)
+    tls_client = client_context(opts.tls)
+    endpoint = SipEndpoint(ua, tls_client_context=tls_client)
+    ua.attach(endpoint)
+    server_tls = None
+    if any(s.transport == "TLS" for s in opts.listen):
+        server_tls = server_context(opts.tls)
+    try:
+        for spec in opts.listen:
+            bound = await endpoint.listen(spec, server_tls if spec.transport == "TLS" else None)
+            _say(f"listening on {bound}")
+    except BaseException:
+        await endpoint.close()
+        raise
+    return ua
+
+
+def _tune_gc() -> None:
+    # Start-up objects never die: freeze them out of the collector's scans, and collect the young
+    # generation less often so a burst of calls does not trigger long pauses (PEERS.md).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+async def run_answer(opts: AgentOptions, *, stop: asyncio.Event | None = None) -> int:
+    """``sip answer``: answer every call until interrupted."""
+    ua = await start_agent(opts)
+    if opts.verbose:
+        default = ua.on_incoming
+
+        def verbose(incoming: IncomingCall) -> None:
+            req = incoming.request
+            _say(f"incoming call {req.call_id} from {req.headers.get('From')}")
+            default(incoming)
+
+        ua.on_incoming = verbose
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    _tune_gc()
+    _say("ready")
+    try:
+        await stop.wait()
+    finally:
+        assert ua.endpoint is not None
+        stats = dict(ua.endpoint.stats) | ua.stats
+        _say(f"stopping; stats {stats}")
+        await ua.endpoint.close()
+    return 0
+
+
+def _client_listen(uri_target: Target, listen: list[ListenSpec]) -> list[ListenSpec]:
+    if listen:
+        return listen
+    host = "::1" if ":" in uri_target.host else "127.0.0.1"
+    if not uri_target.host.startswith("127.") and uri_target.host not in ("::1", "localhost"):
+        host = "::" if ":" in uri_target.host else "0.0.0.0"
+    return [ListenSpec("UDP", host, 0)]
+
+
+async def run_call(
+    opts: AgentOptions,
+    uri: str,
+    *,
+    auth: tuple[str, str] | None,
+    hangup_after: float | None,
+    headers: Sequence[tuple[str, str]] = (),
+    proxy: str | None = None,
+) -> int:
+    """``sip call``: place one call, report progress, hang up; exit 0 only if it was answered."""
+    target = target_for_uri(proxy or uri)
+    opts.listen = _client_listen(target, opts.listen)
+    ua = await start_agent(opts)
+    assert ua.endpoint is not None
+    try:
+        try:
+            call = await ua.call(
+                uri,
+                target=target,
+                auth=auth,
+                headers=list(headers),
+                on_provisional=lambda r: _say(f"progress {r.status} {r.reason}"),
+            )
+        except CallFailed as exc:
+            _say(f"call failed: {exc.status} {exc.reason}")
+            return 1
+        _say(f"answered 200 call-id {call.call_id}")
+        return await _hold_call(call, hangup_after)
+    finally:
+        await ua.endpoint.close()
+
+
+async def _hold_call(call: Call, hangup_after: float | None) -> int:
+    ended = asyncio.ensure_future(call.wait_ended())
+    try:
+        if hangup_after is None:
+            reason = await ended
+        else:
+            done, _ = await asyncio.wait({ended}, timeout=hangup_after)
+            if done:
+                reason = ended.result()
+            else:
+                await call.hangup()
+                reason = "bye"
+    finally:
+        ended.cancel()
+    _say(f"ended: {reason}")
+    return 0
+
+
+async def run_options(opts: AgentOptions, uri: str, *, timeout: float = 10.0) -> int:
+    """``sip options``: print the final response; exit 0 for a 2xx."""
+    target = target_for_uri(uri)
+    opts.listen = _client_listen(target, opts.listen)
+    ua = await start_agent(opts)
+    assert ua.endpoint is not None
+    try:
+        try:
+            resp: Response = await asyncio.wait_for(ua.options(uri, target=target), timeout)
+        except (CallFailed, TimeoutError) as exc:
+            _say(f"no answer: {exc}")
+            return 1
+        _say(f"{resp.status} {resp.reason}")
+        for name, value in resp.headers.items():
+            if name in ("Allow", "Accept", "Supported", "Server", "User-Agent"):
+                _say(f"{name}: {value}")
+        return 0 if 200 <= resp.status < 300 else 1
+    finally:
+        await ua.endpoint.close()
+
+
+def read_auth(text: str | None) -> tuple[str, str] | None:
+    """``USER:PASSWORD`` from the command line."""
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise ValueError("--auth takes USER:PASSWORD")
+    return user, password
+
+
+def tls_options(cert: str | None, key: str | None, ca: str | None, insecure: bool) -> TlsOptions:
+    return TlsOptions(
+        cert_file=Path(cert) if cert else None,
+        key_file=Path(key) if key else None,
+        ca_file=Path(ca) if ca else None,
+        verify_server=not insecure,
+    )
+
+
+def run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run ``coro`` on uvloop where installed: it halves the event loop's cost per datagram."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
+        return asyncio.run(coro)
+    return uvloop.run(coro)

@@ -1,0 +1,192 @@
+"""asyncio transports for SIP: UDP sockets and TCP/TLS connections (RFC 3261 §18).
+
+This layer only moves bytes. It tells the endpoint where each message came from as the kernel and
+the TLS session report it (``Source``), frames streams with ``sip.framing``, bounds connections per
+peer and closes idle ones. Everything about SIP itself happens in the endpoint and the sans-IO core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from ..sip.errors import SipParseError
+from ..sip.framing import StreamFramer, StreamItem
+from .tls import TlsFacts, tls_facts
+
+log = logging.getLogger("ifescalate.net")
+
+#: Ask the kernel for a large UDP receive buffer: a short pause of the event loop (GC, a burst of
+#: work) must not overflow the default 208 KB and turn into retransmission storms (PEERS.md).
+UDP_RCVBUF = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from, as the transport saw it (never as the message claims)."""
+
+    transport: str  # "UDP", "TCP" or "TLS"
+    host: str
+    port: int
+    conn: StreamConnection | None = None
+    udp: UdpListener | None = None
+
+    @property
+    def tls(self) -> TlsFacts | None:
+        return self.conn.tls if self.conn is not None else None
+
+
+class Receiver(Protocol):
+    """What a transport hands its input to (the endpoint)."""
+
+    def datagram_received(self, data: bytes, source: Source) -> None: ...
+
+    def stream_item_received(self, item: StreamItem, source: Source) -> None: ...
+
+    def stream_error(self, error: SipParseError, source: Source) -> None: ...
+
+    def connection_lost(self, conn: StreamConnection) -> None: ...
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """One bound UDP socket; also sends requests and responses from the same port (symmetry)."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("", 0)
+        self.sent = 0
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's; they implement the same interface.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_RCVBUF)
+        name = transport.get_extra_info("sockname")
+        self.local = (name[0], name[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        self.received += 1
+        host = addr[0]
+        self.receiver.datagram_received(
+            data, Source("UDP", host if isinstance(host, str) else str(host), addr[1], udp=self)
+        )
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transaction's timers handle the loss (§18.4 allows
+        # treating it as a transport error, but UDP errors are unreliable and often spurious).
+        log.debug("udp error on %s: %s", self.local, exc)
+
+    def send(self, data: bytes, host: str, port: int) -> None:
+        if self.transport is not None:
+            self.sent += 1
+            self.transport.sendto(data, (host, port))
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection, accepted or opened by us."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        *,
+        transport_name: str,
+        max_size: int,
+        on_open: Callable[[StreamConnection], bool] | None = None,
+    ) -> None:
+        self.receiver = receiver
+        self.transport_name = transport_name
+        self.framer = StreamFramer(max_size=max_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
+        self.tls: TlsFacts | None = None
+        self.last_activity = 0.0
+        self.closed = asyncio.get_running_loop().create_future()
+        self._on_open = on_open
+        self._source: Source | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        name = transport.get_extra_info("sockname")
+        self.local = (name[0], name[1])
+        sslobj = transport.get_extra_info("ssl_object")
+        if isinstance(sslobj, ssl.SSLObject | ssl.SSLSocket):
+            self.tls = tls_facts(sslobj)
+        self.last_activity = asyncio.get_running_loop().time()
+        self._source = Source(self.transport_name, self.peer[0], self.peer[1], conn=self)
+        if self._on_open is not None and not self._on_open(self):
+            transport.abort()
+
+    @property
+    def source(self) -> Source:
+        assert self._source is not None
+        return self._source
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        try:
+            items = self.framer.feed(data)
+        except SipParseError as exc:
+            # A stream cannot resynchronise after a framing error: close this connection only.
+            self.receiver.stream_error(exc, self.source)
+            self.abort()
+            return
+        for item in items:
+            self.receiver.stream_item_received(item, self.source)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.receiver.connection_lost(self)
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.last_activity = asyncio.get_running_loop().time()
+            self.transport.write(data)
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """``udp:HOST:PORT``, ``tcp:...`` or ``tls:...`` as given on the command line."""
+
+    transport: str  # "UDP", "TCP", "TLS"
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenSpec:
+        kind, sep, rest = text.partition(":")
+        if not sep or kind.lower() not in ("udp", "tcp", "tls"):
+            raise ValueError(f"listen address must be udp:|tcp:|tls:HOST:PORT, got {text!r}")
+        if rest.startswith("["):
+            host, _, port_text = rest[1:].partition("]:")
+        else:
+            host, _, port_text = rest.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"listen address needs HOST:PORT, got {text!r}")
+        return cls(kind.upper(), host, int(port_text))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport.lower()}:{host}:{self.port}"
