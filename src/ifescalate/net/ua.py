@@ -259,7 +259,7 @@ class UserAgent:
             )
 
     def _caps(self) -> list[tuple[str, str]]:
-        return self._extra([("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")])
+        return self._extra([("Allow", ALLOW), ("Accept", "application/sdp")])
 
     def _respond(self, tx: ServerTx, response: Response) -> None:
         if self.config.banner and "Server" not in response.headers:
