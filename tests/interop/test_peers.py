@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import ssl
 import time
@@ -177,6 +178,46 @@ def test_kamailio_tls_listener_through_stunnel(dev_cert: tuple[Path, Path]) -> N
     # Double Record-Route (TLS side, UDP side): the BYE is routed by the TLS-side entry first.
     tls_route = rf"route=<sip:{re.escape(HOST)}:{tls_port};transport=tls;r2=on;lr"
     assert len(re.findall(rf"REQUEST BYE \S+ {tls_route}.* from tls:", log)) == 5, log[-3000:]
+
+
+def test_kamailio_forwards_over_tls_to_baresip(dev_cert: tuple[Path, Path], tone_wav: Path) -> None:
+    # SIPp (UDP) -> Kamailio -> TLS -> baresip: the proxy as a TLS client, the way it reaches a phone.
+    cert, key = dev_cert
+    proxy_port = free_port("both")
+    tls = ProxyTls(cert=cert, key=key, port=free_port("tcp"))
+    with Baresip("bob", duration=30, tls=dev_cert, transport="tls", audio=tone_wav) as bob:
+        config = proxy_config(port=proxy_port, target=(HOST, bob.tls_port, "tls"), tls=tls)
+        with Kamailio(config, wait_for=(HOST, proxy_port, "udp"), tls=tls):
+            result = run_sipp(_uac_args(f"{HOST}:{proxy_port}", 2), timeout=60)
+        assert result.ok, result.explain()
+        assert bob.log().count("Call established") == 2, bob.log()[-3000:]
+
+
+def test_kamailio_start_fails_when_a_worker_cannot_initialise(
+    dev_cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The sockets are bound before tls loads the certificate in each worker: waiting for the port alone
+    # would report a dead proxy as started.
+    cert, _ = dev_cert
+    proxy_port = free_port("both")
+    tls = ProxyTls(cert=cert, key=tmp_path / "missing-key.pem", port=free_port("tcp"))
+    config = proxy_config(port=proxy_port, target=(HOST, free_port("udp"), "udp"), tls=tls)
+    with (
+        pytest.raises(PeerError, match=r"exited .* before logging 'kamailio-ready'"),
+        Kamailio(config, wait_for=(HOST, proxy_port, "udp"), tls=tls),
+    ):
+        pass
+
+
+def test_kamailio_dying_during_use_is_an_error() -> None:
+    proxy_port = free_port("both")
+    config = proxy_config(port=proxy_port, target=(HOST, free_port("udp"), "udp"))
+    with (
+        pytest.raises(PeerError, match="kamailio exited with status"),
+        Kamailio(config, wait_for=(HOST, proxy_port, "udp")) as kamailio,
+    ):
+        os.killpg(kamailio.process.pid, signal.SIGKILL)
+        kamailio.process.wait(timeout=5)
 
 
 # -- stunnel and openssl ---------------------------------------------------------------------------

@@ -16,22 +16,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from .proc import PeerError, PeerProcess, require_binary, wait_port
+from .proc import PeerError, PeerProcess, require_binary, wait_log, wait_port
 
 Transport = Literal["udp", "tcp", "tls"]
 
 MODULE_PATH = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
 
+READY = "kamailio-ready"
+"""Logged by `proxy_config` configs once the first worker has initialised (modules' child init passed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyTls:
-    """Server certificate for Kamailio's TLS listener; client connections do not verify (loopback tests)."""
+    """Kamailio's TLS settings: its certificate (server side, and offered as client), its TLS listener
+    `port` (needed even to only forward over TLS: Kamailio sends from a listening socket of the same
+    transport), and the CA to verify TLS servers it forwards to (None: no verification, loopback tests)."""
 
     cert: Path
     key: Path
     port: int
     ca: Path | None = None
-    """When set, the proxy verifies the certificate of TLS servers it forwards to against this CA."""
 
 
 def proxy_config(
@@ -57,12 +62,13 @@ def proxy_config(
     target_host, target_port, target_transport = target
     listens = [f"listen=udp:{host}:{port}", f"listen=tcp:{host}:{port}"]
     modules = ["tm", "sl", "rr", "maxfwd", "textops", "siputils", "pv", "xlog"]
+    if target_transport == "tls" and tls is None:
+        raise ValueError(
+            "forwarding over TLS needs tls=ProxyTls(cert, key): Kamailio's tls module wants one"
+        )
     tls_params = ""
     if tls is not None:
         listens.append(f"listen=tls:{host}:{tls.port}")
-        modules.append("tls")
-        tls_params = 'modparam("tls", "config", "tls.cfg")\n'
-    elif target_transport == "tls":
         modules.append("tls")
         tls_params = 'modparam("tls", "config", "tls.cfg")\n'
     loads = "\n".join(f'loadmodule "{name}.so"' for name in modules)
@@ -137,28 +143,33 @@ request_route {{
     }}
     exit;
 }}
+
+event_route[core:worker-one-init] {{
+    xlog("L_NOTICE", "{READY}\\n");
+}}
 """
 
 
-def tls_config(tls: ProxyTls | None) -> str:
-    """Kamailio tls module config (TLS 1.2+ both ways); server part only when `tls` is given."""
-    parts = []
-    if tls is not None:
-        parts.append(
-            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
-            f"certificate = {tls.cert}\nprivate_key = {tls.key}\n"
-        )
-    verify = "yes" if tls is not None and tls.ca is not None else "no"
-    ca = f"ca_list = {tls.ca}\n" if tls is not None and tls.ca is not None else ""
-    parts.append(f"[client:default]\nmethod = TLSv1.2+\nverify_certificate = {verify}\n{ca}")
-    return "\n".join(parts)
+def tls_config(tls: ProxyTls) -> str:
+    """Kamailio tls module config, TLS 1.2+ both ways. The server section is always written: without it
+    the module looks for ./cert.pem and fails in child init even when nothing listens on TLS."""
+    server = (
+        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+        f"certificate = {tls.cert}\nprivate_key = {tls.key}\n"
+    )
+    verify = "no" if tls.ca is None else f"yes\nca_list = {tls.ca}"
+    client = (
+        "[client:default]\nmethod = TLSv1.2+\n"
+        f"certificate = {tls.cert}\nprivate_key = {tls.key}\nverify_certificate = {verify}\n"
+    )
+    return f"{server}\n{client}"
 
 
 class Kamailio:
     """Run Kamailio with `config` for the length of a `with` block.
 
-    `wait_for` = (host, port, "udp"|"tcp") is awaited before the block starts (default: the UDP listener
-    of a `proxy_config` on `port`). The config and the tls.cfg live in a fresh temporary directory, which
+    `wait_for` = (host, port, "udp"|"tcp") is awaited before the block starts, then, for `proxy_config`
+    configs, the READY line its first worker logs. Kamailio dying during the block is a PeerError. The config and the tls.cfg live in a fresh temporary directory, which
     is also Kamailio's working directory (relative paths in the config resolve there).
     """
 
@@ -175,8 +186,11 @@ class Kamailio:
         self.dir = Path(tempfile.mkdtemp(prefix="kamailio-"))
         self.config_path = self.dir / "kamailio.cfg"
         self.config_path.write_text(config)
-        if "tls.cfg" in config:
+        if tls is not None:
             (self.dir / "tls.cfg").write_text(tls_config(tls))
+        elif "tls.cfg" in config:
+            raise ValueError("this config loads tls.cfg: pass tls=ProxyTls(...)")
+        self.ready_marker = READY if READY in config else None
         self.wait_for = wait_for
         self.start_timeout = start_timeout
         argv = [
@@ -211,6 +225,9 @@ class Kamailio:
         try:
             host, port, kind = self.wait_for
             wait_port(host, port, kind, timeout=self.start_timeout, process=self.process)
+            if self.ready_marker is not None:
+                # Sockets are bound before the workers initialise their modules (tls can still fail).
+                wait_log(self.process, self.ready_marker, timeout=self.start_timeout)
         except BaseException:
             self.process.kill()
             print(self.process.log_tail(), file=sys.stderr)
@@ -226,10 +243,15 @@ class Kamailio:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        died = self.process.returncode
         self.process.stop(grace=5.0)
-        if exc_type is not None:
+        if exc_type is not None or died is not None:
             print(self.process.log_tail(120), file=sys.stderr)
-        else:
+        if died is not None and exc_type is None:
+            raise PeerError(
+                f"kamailio exited with status {died} while in use\n{self.process.log_tail()}"
+            )
+        if exc_type is None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -129,6 +129,22 @@ def wait_port(
         time.sleep(0.02)
 
 
+def wait_log(process: PeerProcess, text: str, timeout: float = 10.0) -> None:
+    """Wait until `text` appears in the process's log; PeerError if it exits or the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while text not in process.log():
+        if not process.running:
+            raise PeerError(
+                f"{process.name} exited (status {process.returncode}) before logging {text!r}\n"
+                f"{process.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise PeerError(
+                f"{process.name}: {text!r} not logged within {timeout:.1f} s\n{process.log_tail()}"
+            )
+        time.sleep(0.02)
+
+
 class PeerProcess:
     """One external program in its own process group, output to `log_path`, killed (with its group) on stop."""
 
