@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import ssl
 from collections import Counter
@@ -23,6 +24,7 @@ from typing import Protocol
 from ..sip.build import IdGenerator, make_response
 from ..sip.errors import SipError, SipParseError
 from ..sip.framing import KeepAlivePing, ParseFailure, StreamItem
+from ..sip.headers import parse_via
 from ..sip.message import Request, Response, parse_message
 from ..sip.transaction import (
     DEFAULT_TIMERS,
@@ -93,7 +95,7 @@ class _ServerEntry:
 
 
 class _ClientEntry:
-    __slots__ = ("on_response", "on_timeout", "sink", "timed", "tx")
+    __slots__ = ("final_2xx", "on_response", "on_timeout", "sink", "timed", "tx")
 
     def __init__(
         self,
@@ -108,6 +110,8 @@ class _ClientEntry:
         self.on_response = on_response
         self.on_timeout = on_timeout
         self.timed = timed
+        #: An INVITE's first 2xx went to ``on_response``; later ones are the TU's to re-ACK.
+        self.final_2xx = False
 
 
 class SipEndpoint:
@@ -304,6 +308,7 @@ class SipEndpoint:
 
     def _on_request(self, req: Request, source: Source) -> None:
         now = self.loop.time()
+        _stamp_via(req, source)
         tx = self.table.match_request(req)
         if tx is not None:
             entry = self._server_entry(tx)
@@ -438,9 +443,11 @@ class SipEndpoint:
         entry = self._sentinels.get(id(tx))
         if not isinstance(entry, _ClientEntry):
             return
-        self._process_client(entry, tx.receive_response(resp, self.loop.time()))
+        self._process_client(entry, tx.receive_response(resp, self.loop.time()), source)
 
-    def _process_client(self, entry: _ClientEntry, events: list[TxEvent]) -> None:
+    def _process_client(
+        self, entry: _ClientEntry, events: list[TxEvent], source: Source | None = None
+    ) -> None:
         for ev in events:
             if isinstance(ev, Send):
                 try:
@@ -451,7 +458,7 @@ class SipEndpoint:
             elif isinstance(ev, Deliver):
                 msg = ev.message
                 if isinstance(msg, Response):
-                    entry.on_response(msg)
+                    self._deliver_response(entry, msg, source)
             elif isinstance(ev, Timeout):
                 entry.on_timeout(ev.timer)
             elif isinstance(ev, TransportError):
@@ -462,6 +469,19 @@ class SipEndpoint:
                 self.timer_heap.disarm(entry.timed)
                 return
         self.timer_heap.arm(entry.timed)
+
+    def _deliver_response(self, entry: _ClientEntry, resp: Response, source: Source | None) -> None:
+        if resp.status // 100 != 2 or not isinstance(entry.tx, ClientInviteTransaction):
+            entry.on_response(resp)
+            return
+        if not entry.final_2xx:
+            entry.final_2xx = True
+            entry.on_response(resp)
+            return
+        # RFC 6026 §8.4: in Accepted the transaction passes every further 2xx up; each is a
+        # retransmission (or another fork's answer) the TU must ACK again (§13.2.2.4).
+        if source is not None:
+            self.tu.on_stray_response(resp, source)
 
     def cancel_transaction(self, tx: ClientTx) -> None:
         """Forget a client transaction the TU abandons (its timers stop)."""
@@ -523,6 +543,39 @@ class SipEndpoint:
 
 def _no_fire(now: float) -> None:
     return None
+
+
+def _stamp_via(req: Request, source: Source) -> None:
+    """Write where the request really came from into its top Via, before any response is built.
+
+    §18.2.1: add ``received`` when sent-by is a name or an address other than the packet's source.
+    RFC 3581 §4: when the client asked for ``rport``, fill in the source port and add ``received``
+    even if it equals sent-by. Responses copy this Via (§8.2.6.2), so the client learns its public
+    address and the response routing (§18.2.2) uses it. Done the same way for every copy of a
+    request, so retransmissions and the ACK still match their transaction.
+    """
+    top = req.headers.first("Via")
+    if top is None:
+        return
+    try:
+        via = parse_via(top)
+    except SipError:
+        return  # validate_request let it through; answer as it is rather than fail here
+    stamped = via
+    if via.has_rport or not _same_address(via.host, source.host):
+        stamped = stamped.with_param("received", source.host)
+    if via.has_rport:
+        stamped = stamped.with_param("rport", str(source.port))
+    if stamped is not via:
+        req.headers.pop_first("Via")
+        req.headers.prepend("Via", str(stamped))
+
+
+def _same_address(sent_by_host: str, source_host: str) -> bool:
+    try:
+        return ipaddress.ip_address(sent_by_host) == ipaddress.ip_address(source_host)
+    except ValueError:
+        return False  # a domain name in sent-by: §18.2.1 always adds received
 
 
 def _tag() -> str:

@@ -128,7 +128,7 @@ class StreamConnection(asyncio.Protocol):
         self.last_activity = asyncio.get_running_loop().time()
         self._source = Source(self.transport_name, self.peer[0], self.peer[1], conn=self)
         if self._on_open is not None and not self._on_open(self):
-            transport.abort()
+            self.transport.abort()
 
     @property
     def source(self) -> Source:
