@@ -107,9 +107,10 @@ def test_run_sipp_kills_an_overrunning_sipp() -> None:
 # -- Kamailio ------------------------------------------------------------------------------------
 
 
-def test_kamailio_check_rejects_a_broken_config() -> None:
+def test_kamailio_check_rejects_a_broken_config(tmp_path: Path) -> None:
     port = free_port("both")
-    kamailio = Kamailio("#!KAMAILIO\nrequest_route {\n", wait_for=(HOST, port, "udp"))
+    broken = "#!KAMAILIO\nrequest_route {\n"
+    kamailio = Kamailio(broken, wait_for=(HOST, port, "udp"), workdir=tmp_path)
     with pytest.raises(PeerError, match="kamailio -c rejected"):
         kamailio.check()
 
@@ -204,17 +205,17 @@ def test_kamailio_start_fails_when_a_worker_cannot_initialise(
     config = proxy_config(port=proxy_port, target=(HOST, free_port("udp"), "udp"), tls=tls)
     with (
         pytest.raises(PeerError, match=r"exited .* before logging 'kamailio-ready'"),
-        Kamailio(config, wait_for=(HOST, proxy_port, "udp"), tls=tls),
+        Kamailio(config, wait_for=(HOST, proxy_port, "udp"), tls=tls, workdir=tmp_path),
     ):
         pass
 
 
-def test_kamailio_dying_during_use_is_an_error() -> None:
+def test_kamailio_dying_during_use_is_an_error(tmp_path: Path) -> None:
     proxy_port = free_port("both")
     config = proxy_config(port=proxy_port, target=(HOST, free_port("udp"), "udp"))
     with (
         pytest.raises(PeerError, match="kamailio exited with status"),
-        Kamailio(config, wait_for=(HOST, proxy_port, "udp")) as kamailio,
+        Kamailio(config, wait_for=(HOST, proxy_port, "udp"), workdir=tmp_path) as kamailio,
     ):
         os.killpg(kamailio.process.pid, signal.SIGKILL)
         kamailio.process.wait(timeout=5)

@@ -170,7 +170,8 @@ class Kamailio:
 
     `wait_for` = (host, port, "udp"|"tcp") is awaited before the block starts, then, for `proxy_config`
     configs, the READY line its first worker logs. Kamailio dying during the block is a PeerError. The config and the tls.cfg live in a fresh temporary directory, which
-    is also Kamailio's working directory (relative paths in the config resolve there).
+    is also Kamailio's working directory (relative paths in the config resolve there); it is removed after
+    a clean exit, kept after a failure, and never removed when given as `workdir`.
     """
 
     def __init__(
@@ -182,8 +183,11 @@ class Kamailio:
         shm_mb: int = 256,
         pkg_mb: int = 16,
         start_timeout: float = 15.0,
+        workdir: Path | None = None,
     ) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="kamailio-"))
+        self._keep = workdir is not None
+        self.dir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="kamailio-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "kamailio.cfg"
         self.config_path.write_text(config)
         if tls is not None:
@@ -251,7 +255,7 @@ class Kamailio:
             raise PeerError(
                 f"kamailio exited with status {died} while in use\n{self.process.log_tail()}"
             )
-        if exc_type is None:
+        if exc_type is None and not self._keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
