@@ -92,13 +92,22 @@ async def run_answer(opts: AgentOptions, *, stop: asyncio.Event | None = None) -
     return 0
 
 
-def _client_listen(uri_target: Target, listen: list[ListenSpec]) -> list[ListenSpec]:
+def _client_listen(
+    uri_target: Target, listen: list[ListenSpec], tls: TlsOptions | None = None
+) -> list[ListenSpec]:
     if listen:
         return listen
     host = "::1" if ":" in uri_target.host else "127.0.0.1"
     if not uri_target.host.startswith("127.") and uri_target.host not in ("::1", "localhost"):
         host = "::" if ":" in uri_target.host else "0.0.0.0"
-    return [ListenSpec("UDP", host, 0)]
+    specs = [ListenSpec("UDP", host, 0)]
+    # Our Contact and Via name a listener of the call's transport (§8.1.1.8, §18.1.1): without one
+    # they would point a TCP peer at the UDP port, where nothing accepts its in-dialog requests.
+    if uri_target.transport == "TCP" or (
+        uri_target.transport == "TLS" and tls is not None and tls.cert_file and tls.key_file
+    ):
+        specs.append(ListenSpec(uri_target.transport, host, 0))
+    return specs
 
 
 async def run_call(
@@ -112,7 +121,7 @@ async def run_call(
 ) -> int:
     """``sip call``: place one call, report progress, hang up; exit 0 only if it was answered."""
     target = target_for_uri(proxy or uri)
-    opts.listen = _client_listen(target, opts.listen)
+    opts.listen = _client_listen(target, opts.listen, opts.tls)
     ua = await start_agent(opts)
     assert ua.endpoint is not None
     try:
