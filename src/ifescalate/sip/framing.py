@@ -9,6 +9,7 @@ closes that one connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import MessageTooLarge, SipParseError
 from .message import (
@@ -39,10 +40,23 @@ class ParseFailure:
 StreamItem = Request | Response | KeepAlivePing | ParseFailure
 
 
-class StreamFramer:
-    """Cuts a SIP byte stream into messages; bounds message size and header count."""
+class _Pending(NamedTuple):
+    """A head that has been framed while its body is still arriving."""
 
-    __slots__ = ("_buf", "_max_headers", "_max_size")
+    total: int  # head + CRLFCRLF + body
+    body_start: int
+    item: Request | Response | ParseFailure
+
+
+class StreamFramer:
+    """Cuts a SIP byte stream into messages; bounds message size and header count.
+
+    Work per byte stays constant however the sender slices its data: the search for the end of a
+    head resumes where the last one stopped, and a framed head is parsed once while its body
+    arrives (a peer trickling one byte at a time must not cost quadratic time).
+    """
+
+    __slots__ = ("_buf", "_max_headers", "_max_size", "_pending", "_scanned")
 
     def __init__(
         self,
@@ -53,6 +67,8 @@ class StreamFramer:
         self._buf = bytearray()
         self._max_size = max_size
         self._max_headers = max_headers
+        self._pending: _Pending | None = None
+        self._scanned = 0  # bytes of _buf already searched for CRLFCRLF
 
     @property
     def buffered(self) -> int:
@@ -75,21 +91,42 @@ class StreamFramer:
 
     def _next(self) -> StreamItem | None:
         buf = self._buf
-        # §7.5: CRLFs between messages are ignored; a double CRLF is a keep-alive ping.
-        if buf[:2] == b"\r\n":
-            if buf[:4] == b"\r\n\r\n":
-                del buf[:4]
-                return KeepAlivePing()
-            if len(buf) < 4 and buf.strip(b"\r\n") == b"":
-                return None  # wait: it may become a ping
-            del buf[:2]
-            return self._next()
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > self._max_size:
-                raise MessageTooLarge(f"header section exceeds {self._max_size} bytes")
+        if self._pending is None:
+            if buf[:2] == b"\r\n":
+                return self._leading_crlf()
+            end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+            if end < 0:
+                self._scanned = len(buf)
+                if len(buf) > self._max_size:
+                    raise MessageTooLarge(f"header section exceeds {self._max_size} bytes")
+                return None
+            self._pending = self._frame(bytes(buf[:end]), end + 4)
+        pending = self._pending
+        if len(buf) < pending.total:
             return None
-        head = bytes(buf[:end])
+        self._pending = None
+        self._scanned = 0
+        item = pending.item
+        if not isinstance(item, ParseFailure):
+            item.body = bytes(buf[pending.body_start : pending.total])
+        del buf[: pending.total]
+        return item
+
+    def _leading_crlf(self) -> StreamItem | None:
+        buf = self._buf
+        # §7.5: CRLFs between messages are ignored; a double CRLF is a keep-alive ping.
+        if buf[:4] == b"\r\n\r\n":
+            del buf[:4]
+            self._scanned = 0
+            return KeepAlivePing()
+        if len(buf) < 4 and buf.strip(b"\r\n") == b"":
+            return None  # wait: it may become a ping
+        del buf[:2]
+        self._scanned = 0
+        return self._next()
+
+    def _frame(self, head: bytes, body_start: int) -> _Pending:
+        """Parse a head once and work out where its message ends; raise if it cannot be framed."""
         try:
             msg, content_length = parse_head(head, max_headers=self._max_headers)
         except MessageTooLarge:
@@ -99,23 +136,16 @@ class StreamFramer:
             length = _raw_content_length(head)
             if length is None:
                 raise SipParseError(f"unframeable message on stream: {exc}") from exc
-            if end + 4 + length > self._max_size:
+            if body_start + length > self._max_size:
                 raise MessageTooLarge(f"message exceeds {self._max_size} bytes") from exc
-            if len(buf) < end + 4 + length:
-                return None
-            del buf[: end + 4 + length]
-            return ParseFailure(exc, head)
+            return _Pending(body_start + length, body_start, ParseFailure(exc, head))
         if content_length is None:
             # §18.3: on a stream Content-Length MUST be present.
             raise SipParseError("message on stream without Content-Length")
-        total = end + 4 + content_length
+        total = body_start + content_length
         if total > self._max_size:
             raise MessageTooLarge(f"message of {total} bytes exceeds {self._max_size}")
-        if len(buf) < total:
-            return None
-        msg.body = bytes(buf[end + 4 : total])
-        del buf[:total]
-        return msg
+        return _Pending(total, body_start, msg)
 
 
 def _raw_content_length(head: bytes) -> int | None:
