@@ -79,4 +79,7 @@ class TimerHeap:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        # Forget the cancelled call_at too, or a later arm() would think one is still pending.
+        self._handle = None
+        self._handle_at = None
         self._heap.clear()
