@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT (repeatable)",
     )
     answer.add_argument("--auth", metavar="USER:PASSWORD", help="challenge callers (digest)")
+    answer.add_argument(
+        "--auth-algorithm",
+        dest="auth_algorithms",
+        action="append",
+        choices=["SHA-256", "MD5"],
+        help="digest algorithm to offer, strongest first (repeatable; default SHA-256 then MD5)",
+    )
     answer.add_argument("--ring-ms", type=int, default=0, help="send 180 and wait before 200")
     answer.add_argument("--verbose", action="store_true", help="print a line per call")
     _add_tls(answer)
@@ -112,6 +119,8 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
         auth_password=auth[1] if auth else None,
         ring_ms=getattr(args, "ring_ms", 0),
     )
+    if getattr(args, "auth_algorithms", None):
+        config.auth_algorithms = tuple(args.auth_algorithms)
     return AgentOptions(
         listen=list(args.listen),
         tls=tls_options(args.tls_cert, args.tls_key, args.tls_ca, args.tls_insecure),

@@ -77,6 +77,9 @@ class UaConfig:
     auth_user: str | None = None
     auth_password: str | None = None
     realm: str = "ifescalate"
+    #: Digest algorithms offered in challenges, strongest first (RFC 8760 §2.4). Offering only
+    #: "MD5" serves clients that pick the first challenge even when they cannot compute it (SIPp).
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     #: Ring this long (180 Ringing) before answering; 0 answers at once with 200.
     ring_ms: int = 0
     #: Value of Server / User-Agent headers; None sends none (no banner by default).
@@ -201,8 +204,10 @@ class UserAgent:
         self._rtx: dict[str, TwoXXRetransmitter] = {}
         self.stats: dict[str, int] = {"answered": 0, "rejected": 0, "ended": 0}
         if self.config.auth_user is not None and self.config.auth_password is not None:
-            self.digest = DigestServer(self.config.realm, self.config.auth_key)
-            for alg in ("SHA-256", "MD5"):
+            self.digest = DigestServer(
+                self.config.realm, self.config.auth_key, algorithms=self.config.auth_algorithms
+            )
+            for alg in self.config.auth_algorithms:
                 self._ha1[(self.config.auth_user, alg)] = ha1(
                     self.config.auth_user, self.config.realm, self.config.auth_password, alg
                 )
