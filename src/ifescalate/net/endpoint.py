@@ -301,8 +301,12 @@ class SipEndpoint:
             validate_request(msg)
         except SipError as exc:
             self.stats["invalid"] += 1
-            if msg.method != "ACK":
-                self._send_to_source(_error_response(msg, exc).to_bytes(), source, msg.top_via)
+            if msg.method == "ACK" or not _answerable(msg):
+                # §17.2.1: never answer an ACK; and a response needs Via, From, To, Call-ID and
+                # CSeq to be routed and matched (§8.2.6.2): without them it is noise, drop it.
+                self.stats["dropped"] += 1
+                return
+            self._send_to_source(_error_response(msg, exc).to_bytes(), source, msg.top_via)
             return
         self._on_request(msg, source)
 
@@ -591,6 +595,13 @@ def _via_port(via: str) -> int | None:
     else:
         port = sent_by.rpartition(":")[2] if ":" in sent_by else ""
     return int(port) if port.isdigit() else None
+
+
+def _answerable(req: Request) -> bool:
+    return all(req.headers.get(name) for name in _RESPONSE_COPIES)
+
+
+_RESPONSE_COPIES = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 def _error_response(req: Request, exc: SipError) -> Response:
