@@ -30,10 +30,9 @@ from ..sip.sdp import (
     PCMA,
     PCMU,
     TELEPHONE_EVENT,
-    build_answer,
     build_offer,
-    parse_sdp,
 )
+from ..sip.sdp_cache import AnswerCache
 from ..sip.transaction import Send, Timeout
 from ..sip.uri import SipUri, parse_uri
 from .endpoint import ClientTx, ServerTx, SipEndpoint, Target
@@ -202,6 +201,7 @@ class UserAgent:
         self.digest: DigestServer | None = None
         self._ha1: dict[tuple[str, str], str] = {}
         self._rtx: dict[str, TwoXXRetransmitter] = {}
+        self._answers = AnswerCache()
         self.stats: dict[str, int] = {"answered": 0, "rejected": 0, "ended": 0}
         if self.config.auth_user is not None and self.config.auth_password is not None:
             self.digest = DigestServer(
@@ -356,15 +356,14 @@ class UserAgent:
     def _sdp_answer(self, call: Call, transport: str) -> bytes:
         sid = int.from_bytes(bytes.fromhex(self.ids.token(4)), "big")
         if call.invite.body:
-            offer = parse_sdp(call.invite.body)
-            answer = build_answer(
-                offer,
+            # Identical offers are parsed and answered once; only o= changes per call.
+            return self._answers.answer(
+                call.invite.body,
                 address=self._media_host(transport),
                 port=self.config.media_port,
-                codecs=list(AUDIO_CODECS),
+                codecs=AUDIO_CODECS,
                 session_id=sid,
             )
-            return answer.to_bytes()
         # §13.2.1: no offer in the INVITE, so the 2xx carries our offer.
         return self._sdp_offer(transport, sid)
 
