@@ -26,7 +26,7 @@ def proxied_uas(port: int) -> SippProcess:
 def routed_requests(log: str, method: str, proxy_port: int) -> list[str]:
     """Kamailio `log_requests` lines for `method` whose Route is the proxy's own Record-Route entry."""
     pattern = (
-        rf"REQUEST {method} \S+ route=<sip:{re.escape(HOST)}:{proxy_port}[^ >]*;lr\S* from (\S+)"
+        rf"REQUEST {method} \S+ route=<sips?:{re.escape(HOST)}:{proxy_port}[^ >]*;lr\S* from (\S+)"
     )
     return re.findall(pattern, log)
 
