@@ -23,7 +23,7 @@ CALLS = 20
 
 
 def test_sipp_through_stunnel_into_our_tls_listener(dev_cert: tuple[Path, Path]) -> None:
-    cert, key = dev_cert
+    cert, _ = dev_cert
     with (
         Answerer(f"tls:{HOST}:0", tls=dev_cert) as answerer,
         Stunnel((HOST, answerer.port("tls")), ca=cert, verify_ip=HOST, debug="info") as tunnel,
