@@ -192,3 +192,11 @@ def test_body_trickled_byte_by_byte_parses_the_head_once() -> None:
     msg = items[0]
     assert isinstance(msg, Request) and msg.body == b"b" * 50000
     assert elapsed < 0.5, f"{len(data)} bytes took {elapsed:.2f} s"
+
+
+def test_whole_messages_before_bad_bytes_come_out_and_the_error_follows() -> None:
+    framer = StreamFramer()
+    items = framer.feed(_options(1) + RESPONSE + b"NOT SIP\r\n\r\n")
+    assert [type(i) for i in items] == [Request, Response]
+    with pytest.raises(SipParseError, match="unframeable"):
+        framer.feed(b"")

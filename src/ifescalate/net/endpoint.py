@@ -143,6 +143,8 @@ class SipEndpoint:
         self._per_peer: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self._sweeper: asyncio.TimerHandle | None = None
+        # Sweep at least twice per idle timeout so a connection lives at most 1.5x its limit.
+        self._sweep_every = min(1.0, max(0.05, idle_timeout / 2))
         self._sentinels: dict[int, _ServerEntry | _ClientEntry] = {}
         self._closing = False
         self._counted: set[int] = set()
@@ -182,7 +184,7 @@ class SipEndpoint:
             self.servers.append((bound, server))
         self.bound.append(bound)
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(1.0, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
         return bound
 
     def local_address(self, transport: str) -> tuple[str, int]:
@@ -277,7 +279,7 @@ class SipEndpoint:
                 conn.abort()
         self.table.purge()
         if not self._closing:
-            self._sweeper = self.loop.call_later(1.0, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
     # -- bad input ---------------------------------------------------------------------------------
 

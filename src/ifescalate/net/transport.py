@@ -137,15 +137,19 @@ class StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = asyncio.get_running_loop().time()
-        try:
-            items = self.framer.feed(data)
-        except SipParseError as exc:
-            # A stream cannot resynchronise after a framing error: close this connection only.
-            self.receiver.stream_error(exc, self.source)
-            self.abort()
-            return
-        for item in items:
-            self.receiver.stream_item_received(item, self.source)
+        while True:
+            try:
+                items = self.framer.feed(data)
+            except SipParseError as exc:
+                # A stream cannot resynchronise after a framing error: close this connection only.
+                self.receiver.stream_error(exc, self.source)
+                self.abort()
+                return
+            for item in items:
+                self.receiver.stream_item_received(item, self.source)
+            if not items or not self.framer.buffered or not self.is_open:
+                return
+            data = b""  # messages came before leftover bytes: frame those now (they may be bad)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

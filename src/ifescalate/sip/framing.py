@@ -79,12 +79,20 @@ class StreamFramer:
         """Add bytes; return every message completed by them.
 
         Raises SipParseError (the connection must close) when the stream cannot be framed: no
-        Content-Length, a bad one, or a head or message over the size limit.
+        Content-Length, a bad one, or a head or message over the size limit. Messages completed
+        before the bad bytes are returned first, and the error is raised by the next call.
         """
         self._buf += data
         out: list[StreamItem] = []
         while True:
-            item = self._next()
+            try:
+                item = self._next()
+            except SipParseError:
+                if out:
+                    # Hand over the whole messages first; the bad bytes stay buffered and raise
+                    # again on the next call (``feed(b"")`` surfaces it at once).
+                    return out
+                raise
             if item is None:
                 return out
             out.append(item)
