@@ -25,6 +25,7 @@ from .export import (
     manifest_path_for,
     read_manifest,
     verify_export,
+    verify_export_parallel,
 )
 from .keys import (
     KEY_FILE,
@@ -57,6 +58,12 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("all", "last"),
         default="all",
         help="check every signature (default) or only the last (hashes always all)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes for signature checks of --file (0: all cores)",
     )
 
 
@@ -125,6 +132,10 @@ def _verify(args: argparse.Namespace) -> VerifyResult:
         manifest = read_manifest(manifest_path, pinned) if manifest_path.exists() else None
         if manifest is None:
             print("note: no manifest, a cut-off tail cannot be detected", file=sys.stderr)
+        if args.jobs != 1 and args.signatures == "all":
+            return verify_export_parallel(
+                args.file, public_key=pinned, manifest=manifest, jobs=args.jobs or None
+            )
         return verify_export(
             args.file, public_key=pinned, manifest=manifest, signatures=args.signatures
         )

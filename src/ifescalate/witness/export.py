@@ -133,3 +133,31 @@ def verify_export(
         if not verifier.feed(event):
             break
     return verifier.finish(expected_head=manifest.head if manifest else None)
+
+
+def verify_export_parallel(
+    path: str | os.PathLike[str],
+    *,
+    public_key: Ed25519PublicKey | None = None,
+    manifest: Manifest | None = None,
+    jobs: int | None = None,
+) -> VerifyResult:
+    """:func:`verify_export` with every signature, on ``jobs`` processes (loads the file)."""
+    from .parallel import verify_parallel
+
+    key = public_key or (manifest.public_key if manifest else None)
+    if key is None:
+        raise ManifestError("no public key: pass one or a manifest")
+    events: list[Event] = []
+    malformed: str | None = None
+    for number, line in iter_export_lines(path):
+        try:
+            events.append(Event.from_json(line))
+        except EventError as exc:
+            malformed = f"line {number}: malformed event: {exc}"
+            break
+    expected = manifest.head if manifest and malformed is None else None
+    result = verify_parallel(events, key, jobs=jobs, expected_head=expected)
+    if result.ok and malformed is not None:
+        return VerifyResult(False, result.count, result.head.seq + 1, malformed, result.head)
+    return result

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,6 +36,7 @@ from .store import WitnessStore, row_to_event
 
 log = logging.getLogger(__name__)
 PUBLIC_KEY_META = "public_key_hex"
+OpenCheck = Literal["full", "chain", "off"]
 
 
 class WitnessClosedError(WitnessError):
@@ -83,7 +85,7 @@ class Witness:
         *,
         clock: Callable[[], float] = time.time,
         max_batch: int = 1000,
-        verify_on_open: str = "full",
+        verify_on_open: OpenCheck = "full",
     ) -> None:
         if verify_on_open not in ("full", "chain", "off"):
             raise ValueError(f"verify_on_open must be full, chain or off, got {verify_on_open!r}")
