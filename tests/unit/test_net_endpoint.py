@@ -549,3 +549,59 @@ def test_tcp_response_carries_received_and_rport_of_the_connection() -> None:
             writer.close()
 
     run(main())
+
+
+# ----------------------------------------------------------------------- outgoing connections
+
+
+@contextlib.asynccontextmanager
+async def client() -> AsyncIterator[UserAgent]:
+    ua = UserAgent(UaConfig(user="alice"))
+    ep = SipEndpoint(ua, timers=Timers(t1=0.05))
+    ua.attach(ep)
+    await ep.listen(ListenSpec("TCP", "127.0.0.1", 0))
+    try:
+        yield ua
+    finally:
+        await ep.close()
+
+
+def test_concurrent_requests_to_one_target_share_one_connection() -> None:
+    async def main() -> None:
+        async with server() as s, client() as alice:
+            uri = f"sip:bob@127.0.0.1:{s.tcp.port};transport=tcp"
+            answers = await asyncio.gather(*(alice.options(uri) for _ in range(5)))
+            assert [r.status for r in answers] == [200] * 5
+            assert len(alice.ep.connections) == 1
+            assert len(s.ep.connections) == 1  # the server accepted only one
+
+    run(main())
+
+
+def test_a_connection_opened_by_name_is_forgotten_under_both_keys() -> None:
+    async def main() -> None:
+        async with server() as s, client() as alice:
+            uri = f"sip:bob@localhost:{s.tcp.port};transport=tcp"
+            assert (await alice.options(uri)).status == 200
+            assert (await alice.options(uri)).status == 200
+            assert len(s.ep.connections) == 1  # the second request reused the connection
+            (conn,) = set(alice.ep.connections.values())
+            assert ("TCP", "localhost", s.tcp.port) in alice.ep.connections
+            conn.abort()
+            await conn.closed
+            assert alice.ep.connections == {}
+
+    run(main())
+
+
+def test_connection_refused_raises_oserror() -> None:
+    async def main() -> None:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        async with client() as alice:
+            with pytest.raises(OSError):
+                await alice.options(f"sip:bob@127.0.0.1:{port};transport=tcp")
+            assert alice.ep.connections == {}
+
+    run(main())

@@ -148,6 +148,8 @@ class SipEndpoint:
         self._sentinels: dict[int, _ServerEntry | _ClientEntry] = {}
         self._closing = False
         self._counted: set[int] = set()
+        self._connecting: dict[tuple[str, str, int], asyncio.Task[StreamConnection]] = {}
+        self._aliases: dict[int, tuple[str, str, int]] = {}
         self.ids = IdGenerator()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -251,6 +253,9 @@ class SipEndpoint:
         key = (conn.transport_name, conn.peer[0], conn.peer[1])
         if self.connections.get(key) is conn:
             del self.connections[key]
+        alias = self._aliases.pop(id(conn), None)
+        if alias is not None and self.connections.get(alias) is conn:
+            del self.connections[alias]
         if id(conn) in self._counted:
             self._counted.discard(id(conn))
             self._per_peer[conn.peer[0]] -= 1
@@ -511,11 +516,29 @@ class SipEndpoint:
         return conn.send
 
     async def connect(self, target: Target) -> StreamConnection:
-        """Reuse or open a TCP/TLS connection to ``target`` (§18.1.1: reuse is allowed)."""
+        """Reuse or open a TCP/TLS connection to ``target`` (§18.1.1: reuse is allowed).
+
+        Concurrent requests to one target share a single connection attempt; otherwise each would
+        open its own connection and all but the last would escape the table (and the idle sweep).
+        """
         key = (target.transport, target.host, target.port)
         conn = self.connections.get(key)
         if conn is not None and conn.is_open:
             return conn
+        opening = self._connecting.get(key)
+        if opening is None:
+            opening = self.loop.create_task(self._open(target, key))
+            self._connecting[key] = opening
+            opening.add_done_callback(lambda task: self._opened(key, task))
+        return await asyncio.shield(opening)
+
+    def _opened(self, key: tuple[str, str, int], task: asyncio.Task[StreamConnection]) -> None:
+        if self._connecting.get(key) is task:
+            del self._connecting[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an attempt nobody waits for logs no warning
+
+    async def _open(self, target: Target, key: tuple[str, str, int]) -> StreamConnection:
         ctx: ssl.SSLContext | None = None
         if target.transport == "TLS":
             ctx = self.tls_client_context or ssl.create_default_context()
@@ -529,7 +552,10 @@ class SipEndpoint:
             server_hostname=target.host if ctx is not None else None,
         )
         self._register_connection(proto)
-        self.connections[key] = proto
+        if key != (proto.transport_name, proto.peer[0], proto.peer[1]):
+            # Also findable by the name it was asked for ("localhost"); forgotten with it.
+            self.connections[key] = proto
+            self._aliases[id(proto)] = key
         return proto
 
     # -- sending responses -------------------------------------------------------------------------
