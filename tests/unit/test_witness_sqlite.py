@@ -292,3 +292,37 @@ def test_sigkilled_writer_loses_no_acknowledged_event(tmp_path: Path) -> None:
     missing = {seq: h for seq, h in acknowledged.items() if stored.get(seq) != h}
     assert not missing
     assert len(stored) >= len(acknowledged)
+
+
+def test_caller_mutating_its_details_later_cannot_break_the_chain(tmp_path: Path) -> None:
+    async def run() -> Event:
+        async with witness(tmp_path) as w:
+            details: dict[str, object] = {"k": [1]}
+            event = await w.append(
+                EventType.VERDICT, trace_id=None, escalation_id="e", actor="x", details=details
+            )
+            details["k"] = "changed"
+            return event
+
+    event = asyncio.run(run())
+    assert event.details == {"k": [1]}
+    assert cli_main(["verify", "--data-dir", str(tmp_path)]) == 0
+
+
+class ExplodingStore(CountingStore):
+    async def append(self, events: Sequence[Event]) -> None:
+        raise RuntimeError("bug in a store")
+
+
+def test_a_dying_writer_fails_its_callers_instead_of_hanging(tmp_path: Path) -> None:
+    async def run() -> None:
+        w = Witness(ExplodingStore(tmp_path / DB_FILE), load_or_create_signer(tmp_path))
+        await w.start()
+        with pytest.raises(ChainBrokenError, match="writer failed: RuntimeError"):
+            await asyncio.wait_for(_append(w, 0), timeout=5)
+        with pytest.raises(ChainBrokenError):
+            await _append(w, 1)
+        with pytest.raises(RuntimeError, match="bug in a store"):
+            await w.close()
+
+    asyncio.run(run())

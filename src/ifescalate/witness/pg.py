@@ -68,7 +68,7 @@ class PostgresStore:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
                 await conn.execute(_schema_sql(self.schema))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.close()
             raise StoreError(f"cannot open PostgreSQL witness store: {exc}") from exc
 
@@ -90,7 +90,7 @@ class PostgresStore:
                 await conn.copy_records_to_table(
                     "witness_events", schema_name=self.schema, columns=COLUMNS, records=rows
                 )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"append failed: {exc}") from exc
 
     async def last_row(self) -> Row | None:

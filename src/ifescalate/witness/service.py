@@ -9,6 +9,7 @@ events share one COMMIT (and one fsync); alone, an event costs one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from .core import (
     WitnessError,
     seal,
 )
-from .jcs import JsonValue
+from .jcs import JsonValue, canonical_str
 from .keys import public_key_hex
 from .store import WitnessStore, row_to_event
 
@@ -160,6 +161,9 @@ class Witness:
             raise WitnessClosedError("witness is not running")
         if not isinstance(kind, EventType):
             raise EventError(f"type must be an EventType, got {kind!r}")
+        # A private canonical copy: validates now (the caller gets CanonicalizationError here) and
+        # a caller mutating its dict later cannot make the stored details differ from the hash.
+        details = json.loads(canonical_str(details))
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(kind, trace_id, escalation_id, actor, details, future))
         return await future
@@ -169,10 +173,12 @@ class Witness:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put_nowait(None)
-            await self._writer
-        await self.store.close()
+        try:
+            if self._writer is not None:
+                self._queue.put_nowait(None)
+                await self._writer
+        finally:
+            await self.store.close()
 
     async def __aenter__(self) -> Witness:
         await self.start()
@@ -194,7 +200,21 @@ class Witness:
                     stopping = True
                     break
                 batch.append(item)
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                # The writer must never die silently with callers waiting forever: fail them all,
+                # refuse further appends, and let the error surface on the task.
+                self._broken = ChainBrokenError(self._head.seq + 1, f"writer failed: {exc!r}")
+                _fail_all(batch, self._broken)
+                self._drain(self._broken)
+                raise
+
+    def _drain(self, exc: BaseException) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None and not item.future.done():
+                item.future.set_exception(exc)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         if self._broken is not None:
