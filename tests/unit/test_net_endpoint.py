@@ -605,3 +605,73 @@ def test_connection_refused_raises_oserror() -> None:
             assert alice.ep.connections == {}
 
     run(main())
+
+
+# ------------------------------------------------------------ INVITE server transaction timers
+
+
+def _invite(port: int) -> bytes:
+    return request(
+        "INVITE", port=port, branch="z9hG4bK-inv", extra=f"Contact: <sip:a@127.0.0.1:{port}>\r\n"
+    )
+
+
+def _ack_for(invite: bytes, resp: Response) -> bytes:
+    # §17.1.1.3: the ACK for a non-2xx has the INVITE's branch and the response's To.
+    to = resp.headers.get("To") or ""
+    lines = invite.split(b"\r\n")
+    lines[0] = b"ACK sip:bob@127.0.0.1 SIP/2.0"
+    out = []
+    for ln in lines:
+        if ln.startswith(b"To:"):
+            ln = f"To: {to}".encode()
+        elif ln.startswith(b"CSeq:"):
+            ln = b"CSeq: 1 ACK"
+        elif ln.startswith(b"Contact:"):
+            continue
+        out.append(ln)
+    return b"\r\n".join(out)
+
+
+async def _collect(c: Udp, seconds: float) -> list[tuple[float, Response]]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    got = []
+    while (left := seconds - (loop.time() - start)) > 0:
+        try:
+            got.append((loop.time() - start, response(await c.recv(left))))
+        except TimeoutError:
+            break
+    return got
+
+
+def test_rejection_retransmitted_by_timer_g_until_timer_h_without_ack() -> None:
+    async def main() -> None:
+        async with server(timers=Timers(t1=0.01)) as s:
+            s.ua.on_incoming = lambda incoming: incoming.reject(486)
+            c = Udp()
+            await c.send(_invite(c.port), s.udp.port)
+            got = await _collect(c, 0.9)
+            statuses = [r.status for _, r in got]
+            # Sent at 0 then Timer G at 10, 30, 70, 150, 310, 630 ms; Timer H at 640 ms ends it.
+            assert statuses == [486] * 7, [(round(t, 3), r.status) for t, r in got]
+            assert s.ep.table.server_count == 0  # Timer H terminated the transaction
+            c.close()
+
+    run(main())
+
+
+def test_ack_stops_the_rejection_retransmissions() -> None:
+    async def main() -> None:
+        async with server(timers=Timers(t1=0.01)) as s:
+            s.ua.on_incoming = lambda incoming: incoming.reject(603)
+            c = Udp()
+            invite = _invite(c.port)
+            await c.send(invite, s.udp.port)
+            first = response(await c.recv())
+            assert first.status == 603
+            await c.send(_ack_for(invite, first), s.udp.port)
+            assert await _collect(c, 0.3) == []
+            c.close()
+
+    run(main())
