@@ -23,7 +23,7 @@ from .tls import combined_pem
 MODULE_PATH = "/usr/lib/baresip/modules"
 
 ESTABLISHED = re.compile(r"Call established: (\S+)")
-TERMINATED = re.compile(r"Call with (\S+) terminated \(duration: (\d+) secs\)")
+TERMINATED = re.compile(r"Call with (\S+) terminated \(duration: (\d+) secs?\)")
 
 
 class Baresip:
