@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .guard.cli import add_experts_parser, run_experts
 from .net.runner import (
     AgentOptions,
     read_auth,
@@ -21,6 +22,7 @@ from .net.runner import (
 from .net.tls import TlsConfigError
 from .net.transport import ListenSpec
 from .net.ua import UaConfig
+from .witness.cli import add_export_arguments, add_verify_arguments, export_command, verify_command
 
 
 def _listen(text: str) -> ListenSpec:
@@ -56,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
     serve.add_argument("--data-dir", metavar="DIR", default="data", help="state directory")
     serve.add_argument("--listen", type=_listen, action="append", default=[])
+
+    add_experts_parser(sub)
+    witness = sub.add_parser("witness", help="IF.witness audit log").add_subparsers(
+        dest="witness_command", required=True
+    )
+    add_verify_arguments(witness.add_parser("verify", help="check chain and signatures"))
+    add_export_arguments(witness.add_parser("export", help="write the log as JSON Lines"))
 
     sip = sub.add_parser("sip", help="SIP user agent tools").add_subparsers(
         dest="sip_command", required=True
@@ -133,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "experts":
+            return run_experts(args)
+        if args.command == "witness":
+            if args.witness_command == "verify":
+                return verify_command(args)
+            return export_command(args)
         if args.command == "serve":
             from .serve import serve
 
