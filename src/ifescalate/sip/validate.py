@@ -22,7 +22,7 @@ import re
 from collections.abc import Collection, Iterable
 
 from .errors import SipError, SipParseError, UnsupportedUriScheme
-from .headers import NameAddr, parse_contacts, parse_name_addr, parse_via
+from .headers import parse_contacts, parse_name_addr, parse_via
 from .message import Headers, Request, Response, parse_cseq
 from .uri import SipUri, parse_uri
 
@@ -149,12 +149,9 @@ _DELTA_MAX = 2**32 - 1  # delta-seconds upper bound (§20.19, RFC 4475 scalar02)
 
 def validate_request(req: Request) -> None:
     """Reject a request no UAS should act on (§8.2.1-§8.2.2, RFC 4475 §3.1.2 and §3.3)."""
-    uri = parse_uri(req.uri)  # 416 for a scheme we do not speak (§8.2.2.1), 400 if malformed
-    if uri.headers:
-        # §19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 escruri).
-        raise SipParseError(f"Request-URI carries headers: {req.uri!r}")
+    _check_request_uri(req.uri)
     h = req.headers
-    contacts = _check_common(h)
+    star = _check_common(h)
     _seq, method = parse_cseq(h.get("CSeq"))
     if method != req.method:
         # §8.1.1.5: the CSeq method MUST match the request (RFC 4475 mismatch01/02).
@@ -162,7 +159,7 @@ def validate_request(req: Request) -> None:
     max_forwards = h.get("Max-Forwards")
     if max_forwards is not None:
         _max_forwards_value(max_forwards)
-    if contacts is None and req.method != "REGISTER":
+    if star and req.method != "REGISTER":
         raise SipParseError("Contact '*' outside REGISTER (§20.10)")
 
 
@@ -174,14 +171,67 @@ def validate_response(resp: Response) -> None:
         _delta_seconds(value.split(";", 1)[0].split("(", 1)[0].strip(), "Retry-After")
 
 
-def _check_common(h: Headers) -> list[NameAddr] | None:
-    """Checks shared by requests and responses; returns the parsed Contacts (None for "*")."""
-    for name in _MANDATORY:
-        if name not in h:
+_SINGLE_SET = frozenset(_SINGLE_VALUED)
+_MANDATORY_KEYS = tuple((name, name.lower()) for name in _MANDATORY)
+
+# Header values already proven valid, so identical ones (the Request-URI, Contact and To of every
+# INVITE from one peer) are not parsed again. Every check below is a pure function of the string,
+# so a hit gives exactly the verdict a parse would; the set is cleared when full to stay bounded.
+_VALID_CACHE_MAX = 4096
+_valid_uris: set[str] = set()
+_valid_name_addrs: set[str] = set()
+_contact_cache: dict[tuple[str, ...], bool] = {}
+
+
+def _remember(cache: set[str], value: str) -> None:
+    if len(cache) >= _VALID_CACHE_MAX:
+        cache.clear()
+    cache.add(value)
+
+
+def _check_request_uri(text: str) -> None:
+    if text in _valid_uris:
+        return
+    uri = parse_uri(text)  # 416 for a scheme we do not speak (§8.2.2.1), 400 if malformed
+    if uri.headers:
+        # §19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 escruri).
+        raise SipParseError(f"Request-URI carries headers: {text!r}")
+    _remember(_valid_uris, text)
+
+
+def _check_name_addr(value: str) -> None:
+    if value not in _valid_name_addrs:
+        parse_name_addr(value)
+        _remember(_valid_name_addrs, value)
+
+
+def _check_contacts(values: list[str]) -> bool:
+    """Validate Contact elements (§20.10); True when Contact is the wildcard ``*``."""
+    key = tuple(values)
+    known = _contact_cache.get(key)
+    if known is not None:
+        return known
+    contacts = parse_contacts(values)
+    for contact in contacts or ():
+        if contact.expires is not None:
+            _delta_seconds(contact.expires, "Contact expires")
+    if len(_contact_cache) >= _VALID_CACHE_MAX:
+        _contact_cache.clear()
+    _contact_cache[key] = contacts is None
+    return contacts is None
+
+
+def _check_common(h: Headers) -> bool:
+    """Checks shared by requests and responses; returns True when Contact is ``*``."""
+    # One pass over the fields for presence and repetition (multi01), not one scan per name.
+    seen: set[str] = set()
+    for key, _canon, _value in h._items:
+        if key in _SINGLE_SET and key in seen:
+            raise SipParseError(f"{key} header appears more than once")
+        seen.add(key)
+    for name, key in _MANDATORY_KEYS:
+        if key not in seen:
             raise SipParseError(f"missing mandatory {name} header (§8.1.1)")
-    for name in _SINGLE_VALUED:
-        if len(h.get_lines(name)) > 1:
-            raise SipParseError(f"{name} header appears more than once")
     vias = h.values("Via")
     if not vias:
         raise SipParseError("missing Via header (§8.1.1.7)")
@@ -191,14 +241,11 @@ def _check_common(h: Headers) -> list[NameAddr] | None:
     if not _CALLID_RE.match(call_id):
         raise SipParseError(f"malformed Call-ID: {call_id!r}")
     parse_cseq(h.get("CSeq"))
-    parse_name_addr(h.get("From") or "")
-    parse_name_addr(h.get("To") or "")
-    contacts = parse_contacts(h.values("Contact"))
-    for contact in contacts or ():
-        if contact.expires is not None:
-            _delta_seconds(contact.expires, "Contact expires")
+    _check_name_addr(h.get("From") or "")
+    _check_name_addr(h.get("To") or "")
+    star = _check_contacts(h.values("Contact")) if "contact" in seen else False
     _check_scalars(h)
-    return contacts
+    return star
 
 
 def _check_scalars(h: Headers) -> None:
