@@ -1,0 +1,149 @@
+"""One Settings object for the whole service: embedded defaults, a YAML file, then environment.
+
+Precedence (lowest first): the defaults below, the ``--config`` YAML file, ``IFESCALATE_*``
+environment variables for the few settings operators set per deployment (data dir, database URL,
+API and SIP addresses). Unknown keys are errors that name the key: a typo must not silently fall
+back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .escalation.model import DEFAULT_HAZARDS
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the setting."""
+
+
+@dataclass(slots=True)
+class SipSettings:
+    listen: list[str] = field(
+        default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"]
+    )
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    #: Verify experts' TLS certificates when calling out (off only for development peers).
+    verify_peers: bool = True
+    require_client_cert: bool = False
+    user: str = "ifescalate"
+    #: Answer inbound calls automatically (the plain SIP endpoint; expert call-in uses digest).
+    auth: str | None = None
+    ring_ms: int = 0
+    media_host: str | None = None
+
+
+@dataclass(slots=True)
+class ApiSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(slots=True)
+class EscalationConfig:
+    ring_timeout: float = 30.0
+    deadline: float = 300.0
+    max_duration: float = 3600.0
+
+
+@dataclass(slots=True)
+class Settings:
+    data_dir: str = "data"
+    #: PostgreSQL URL for the witness (None: SQLite in the data dir).
+    database_url: str | None = None
+    #: Registry YAML merged into the store at start (None: the packaged sample on first run).
+    experts_file: str | None = None
+    #: Extra Cedar policy files replacing the packaged defaults (None: defaults).
+    policy_files: list[str] = field(default_factory=list)
+    hazards: list[str] = field(default_factory=lambda: list(DEFAULT_HAZARDS))
+    approved_orgs: list[str] | None = None
+    log_level: str = "INFO"
+    sip: SipSettings = field(default_factory=SipSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+_SECTIONS = {"sip": SipSettings, "api": ApiSettings, "escalation": EscalationConfig}
+
+_ENV = {
+    "IFESCALATE_DATA_DIR": ("data_dir", str),
+    "IFESCALATE_DATABASE_URL": ("database_url", str),
+    "IFESCALATE_API_HOST": ("api.host", str),
+    "IFESCALATE_API_PORT": ("api.port", int),
+    "IFESCALATE_LOG_LEVEL": ("log_level", str),
+}
+
+
+def _apply(target: Any, values: Mapping[str, Any], where: str) -> None:
+    known = {f.name for f in fields(target)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {sorted(known)}")
+        section = _SECTIONS.get(key) if target.__class__ is Settings else None
+        if section is not None:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {key!r} must be a mapping")
+            _apply(getattr(target, key), value, f"{where}.{key}")
+            continue
+        current = getattr(target, key)
+        if current is not None and value is not None and not _same_kind(current, value):
+            raise ConfigError(
+                f"{where}.{key}: expected {type(current).__name__}, got {type(value).__name__}"
+            )
+        setattr(target, key, value)
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(current))
+
+
+def load_settings(
+    path: str | None = None, *, env: Mapping[str, str] | None = None, data_dir: str | None = None
+) -> Settings:
+    """Defaults, then the YAML file at ``path``, then the environment, then ``data_dir``."""
+    settings = Settings()
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if raw is not None:
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"config {path} must be a mapping of settings")
+            _apply(settings, raw, f"config {path}")
+    for var, (dotted, kind) in _ENV.items():
+        value = (env if env is not None else os.environ).get(var)
+        if value is None:
+            continue
+        try:
+            converted = kind(value)
+        except ValueError as exc:
+            raise ConfigError(f"{var}={value!r}: {exc}") from exc
+        obj: Any = settings
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        setattr(obj, leaf, converted)
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    if not isinstance(settings.sip.listen, list) or not all(
+        isinstance(x, str) for x in settings.sip.listen
+    ):
+        raise ConfigError("sip.listen must be a list like ['udp:127.0.0.1:5060']")
+    return settings
