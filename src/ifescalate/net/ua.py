@@ -98,6 +98,7 @@ class Call:
     __slots__ = (
         "_ended",
         "_established",
+        "auth_user",
         "call_id",
         "dialog",
         "direction",
@@ -126,6 +127,8 @@ class Call:
         self.remote_sdp: bytes = invite.body if direction == "in" else b""
         self.retransmitter: Timed | None = None
         self.end_reason: str | None = None
+        #: The digest username the caller proved (a transport-backed fact), None without digest.
+        self.auth_user: str | None = None
         self.started_at = time.monotonic()
         self._established: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[str] | None = None
@@ -200,6 +203,11 @@ class UserAgent:
         self.on_info: Callable[[Call, Request], None] | None = None
         self.digest: DigestServer | None = None
         self._ha1: dict[tuple[str, str], str] = {}
+        #: ``(username, realm, algorithm) -> HA1`` for digest checks; replaceable (the registry's).
+        self.credential_lookup: Callable[[str, str, str], str | None] = (
+            lambda u, r, a: self._ha1.get((u, a))
+        )
+        self._last_auth_user: str | None = None
         self._rtx: dict[str, TwoXXRetransmitter] = {}
         self._answers = AnswerCache()
         self.stats: dict[str, int] = {"answered": 0, "rejected": 0, "ended": 0}
@@ -211,6 +219,16 @@ class UserAgent:
                 self._ha1[(self.config.auth_user, alg)] = ha1(
                     self.config.auth_user, self.config.realm, self.config.auth_password, alg
                 )
+
+    def enable_digest(
+        self, lookup: Callable[[str, str, str], str | None], *, realm: str | None = None
+    ) -> None:
+        """Challenge INVITE and MESSAGE with digest, checking credentials through ``lookup``."""
+        if realm is not None:
+            self.config.realm = realm
+        self.credential_lookup = lookup
+        if self.digest is None or realm is not None:
+            self.digest = DigestServer(self.config.realm, self.config.auth_key)
 
     def attach(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
@@ -278,10 +296,9 @@ class UserAgent:
         now = time.time()
         creds = request.headers.get("Authorization")
         if creds is not None:
-            result = self.digest.verify(
-                request.method, creds, lambda u, r, a: self._ha1.get((u, a)), now
-            )
+            result = self.digest.verify(request.method, creds, self.credential_lookup, now)
             if result.ok:
+                self._last_auth_user = result.username
                 return True
             stale = result.stale
         else:
@@ -294,6 +311,7 @@ class UserAgent:
         if not self._authorized(request, tx):
             return
         call = Call(self, request, "in")
+        call.auth_user = self._last_auth_user if self.digest is not None else None
         call.invite_tx = tx
         call.source = source
         try:
