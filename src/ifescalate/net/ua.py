@@ -35,6 +35,7 @@ from ..sip.sdp import (
 from ..sip.sdp_cache import AnswerCache
 from ..sip.transaction import Send, Timeout
 from ..sip.uri import SipUri, parse_uri
+from ..sip.validate import check_accept, check_content, check_require
 from .endpoint import ClientTx, ServerTx, SipEndpoint, Target
 from .timers import Timed
 from .transport import Source
@@ -189,6 +190,16 @@ IncomingHandler = Callable[[IncomingCall], None]
 # ------------------------------------------------------------------------------------- the agent
 
 
+def _check_application_layer(request: Request) -> None:
+    """§8.2.2.3: 420 for any Require (we support no extension); for INVITE, whose body we read and
+    whose 2xx carries SDP, §8.2.3 415 for a body that is not SDP and §20.1 406 when Accept excludes
+    SDP (RFC 4475 bext01, invut, sdp01)."""
+    check_require(request, ())
+    if request.method == "INVITE":
+        check_content(request, ("application/sdp",))
+        check_accept(request, ("application/sdp",))
+
+
 class UserAgent:
     """Transaction user over one SipEndpoint; see module doc."""
 
@@ -259,6 +270,17 @@ class UserAgent:
 
     def on_request(self, request: Request, tx: ServerTx, source: Source) -> None:
         method = request.method
+        try:
+            _check_application_layer(request)
+        except SipError as exc:
+            headers = list(getattr(exc, "response_headers", ()) or ())
+            self._respond(
+                tx,
+                make_response(
+                    request, exc.status, exc.reason, to_tag=self.ids.tag(), headers=headers
+                ),
+            )
+            return
         if ";tag=" in (request.headers.get("To") or "").replace(" ", ""):
             self._in_dialog(request, tx, source)
             return
