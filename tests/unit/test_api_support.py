@@ -39,6 +39,7 @@ class FakeService:
         self.cancelled_by: list[tuple[str, str]] = []
         self.log: dict[str, list[EscalationEvent]] = {}
         self.ended: set[str] = set()
+        self.open_streams = 0
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
 
@@ -106,6 +107,14 @@ class FakeService:
     async def events(self, escalation_id: str, *, after: int = 0) -> AsyncIterator[EscalationEvent]:
         self.get(escalation_id)
         sent = after
+        self.open_streams += 1
+        try:
+            async for event in self._follow(escalation_id, sent):
+                yield event
+        finally:
+            self.open_streams -= 1
+
+    async def _follow(self, escalation_id: str, sent: int) -> AsyncIterator[EscalationEvent]:
         while True:
             async with self._changed:
                 await self._changed.wait_for(

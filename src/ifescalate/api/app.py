@@ -87,6 +87,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = await handler(request)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away mid-response (nginx's "client closed request")
+            raise
         except web.HTTPException as exc:
             reply = _from_http_exception(exc)
             status = reply.status
