@@ -61,6 +61,16 @@ INVALID: dict[str, int | None] = {
     "ncl": 400,
 }
 
+# RFC 4475 section 3.3: application-layer cases with the status the RFC names for a UAS.
+APPLICATION: dict[str, int] = {
+    "bext01": 420,  # Require of an unknown extension (3.3.2), with Unsupported
+    "invut": 415,  # INVITE body of an unknown type (3.3.7), with Accept
+    "sdp01": 406,  # Accept without SDP, so the 2xx could carry no answer (3.3.15)
+    "unkscm": 416,  # unknown Request-URI scheme (3.3.4)
+    "novelsc": 416,  # a new scheme in the Request-URI (3.3.5)
+    "zeromf": 200,  # Max-Forwards 0: an endpoint serves it as if positive (3.3.6)
+}
+
 _TOP_VIA = re.compile(
     rb"^((?:Via|v)[ \t]*:[ \t]*SIP[ \t]*/[^/\r\n]+/[ \t]*\S+[ \t]+[^;,\s]+)", re.M | re.I
 )
@@ -136,6 +146,15 @@ def test_rfc4475_invalid_message_gets_its_status_or_nothing(answerer: Answerer, 
         call_id = re.search(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", data, re.M | re.I)
         assert call_id is not None and call_id.group(1) in replies[0], replies[0]
     assert_alive(answerer.port("udp"))
+
+
+@pytest.mark.parametrize("name", sorted(APPLICATION))
+def test_rfc4475_application_layer_status(answerer: Answerer, name: str) -> None:
+    data = (CORPUS / f"{name}.dat").read_bytes()
+    replies = exchange_udp(answerer.port("udp"), with_rport(data))
+    assert [status_of(r) for r in replies] == [APPLICATION[name]], replies
+    if name == "bext01":
+        assert re.search(rb"^Unsupported: .*nothingSupportsThis", replies[0], re.M), replies[0]
 
 
 def test_garbage_datagrams_are_dropped(answerer: Answerer) -> None:
