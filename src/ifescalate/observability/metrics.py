@@ -13,12 +13,14 @@ from __future__ import annotations
 import enum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
-#: The ``Content-Type`` of :meth:`Metrics.render` (Prometheus text format 0.0.4).
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The ``Content-Type`` of :meth:`Metrics.render`. Pinned to text format 0.0.4, which every
+#: Prometheus (2.x and 3.x) scrapes; newer clients default to announcing 1.0.0, and our names
+#: are all legacy-safe ASCII so the bytes are the same.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Call setup (INVITE to 200) spans ring time, so the buckets reach the ring timeout range.
 _SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
