@@ -422,6 +422,14 @@ def test_late_answer_after_cancel_when_ended() -> None:
     assert m.state is S.ENDED and m.outcome is Outcome.CANCELLED
 
 
+def test_an_answer_after_a_failure_is_hung_up_too() -> None:
+    # Never leave a callee on a call nobody hears, even if the peer broke the rules (RFC 3261 §15).
+    m = ringing()
+    m.call_failed(0, 486, 2.0)
+    assert m.answered(0, 2.5)[0] == Hangup(0, "late answer after failure")
+    assert m.ladder[0].result == "busy" and m.current_index == 1
+
+
 def test_late_failure_and_ringing_for_an_old_step_are_ignored() -> None:
     m = ringing(now=0.0)
     m.handle_timer(30.0)

@@ -488,7 +488,8 @@ class EscalationMachine:
 
     def _on_late_answer(self, *, index: int, now: float) -> list[Action]:
         self._late_hung_up.add(index)
-        reason = "late answer after cancel"
+        cancelled = self._ladder[index].result in {"timeout", "cancelled"}
+        reason = "late answer after cancel" if cancelled else "late answer after failure"
         details = {**self._leg(index), "reason": reason}
         return [Hangup(index, reason), Record(EventType.TERMINATED.value, details)]
 
