@@ -92,8 +92,20 @@ def test_timeouts_must_be_positive(bad: dict[str, float]) -> None:
 def test_guard_permits_nobody_rejects() -> None:
     m = new()
     actions = m.guard_decided([], DENIED, "sha256:abc", 1.0)
-    assert kinds(actions) == ["GUARD_DECISION", "REJECTED", "Finished"]
-    assert actions[-1] == Finished(Outcome.REJECTED, "guard permitted no expert")
+    assert actions == [
+        Record(
+            "REJECTED",
+            {
+                "reason": "guard permitted no expert",
+                "denied": {
+                    "eve": ["policy-clearance", "policy-hours"],
+                    "mal": ["policy-clearance"],
+                },
+                "policy_set_hash": "sha256:abc",
+            },
+        ),
+        Finished(Outcome.REJECTED, "guard permitted no expert"),
+    ]
     assert m.state is S.ENDED and m.outcome is Outcome.REJECTED
     assert m.get_timer() is None
     assert m.guard_policy_ids == ("policy-clearance", "policy-hours")
@@ -102,21 +114,9 @@ def test_guard_permits_nobody_rejects() -> None:
 def test_guard_permit_rings_the_first_step() -> None:
     m = new()
     actions = m.guard_decided(LADDER, DENIED, "sha256:abc", 2.0)
-    assert kinds(actions) == ["GUARD_DECISION", "Ring", "INVITE"]
-    assert actions[0] == Record(
-        "GUARD_DECISION",
-        {
-            "permitted": [
-                {"expert_id": "ada", "rank": 1},
-                {"expert_id": "bob", "rank": 2},
-                {"expert_id": "cy", "rank": 3},
-            ],
-            "denied": {"eve": ["policy-clearance", "policy-hours"], "mal": ["policy-clearance"]},
-            "policy_set_hash": "sha256:abc",
-        },
-    )
-    assert actions[1] == Ring(0, "ada", "sips:ada@experts.example")
-    assert actions[2] == Record(
+    assert kinds(actions) == ["Ring", "INVITE"]  # GUARD_DECISION is the service's record
+    assert actions[0] == Ring(0, "ada", "sips:ada@experts.example")
+    assert actions[1] == Record(
         "INVITE", {"index": 0, "expert_id": "ada", "sip_uri": "sips:ada@experts.example", "rank": 1}
     )
     assert m.state is S.RINGING and m.current_index == 0

@@ -15,8 +15,9 @@ routinely cross on the wire (RFC 3261 §9.1: the INVITE still gets its 487). A l
 ignored: the callee is now on a live call nobody hears, so we hang it up (RFC 3261 §15: a UAC
 that does not want a call it got must ACK and then BYE).
 
-Witness records: every step yields ``Record(type, details)`` with ``type`` an
-``ifescalate.witness.EventType`` name. Exactly one terminal record precedes the one ``Finished``:
+Witness records: every step after the guard decision yields ``Record(type, details)`` with
+``type`` an ``ifescalate.witness.EventType`` name (``ESCALATION_REQUESTED`` and ``GUARD_DECISION``
+are the service's to record: it holds the request and the guard's full per-candidate decisions). Exactly one terminal record precedes the one ``Finished``:
 ``REJECTED`` (guard permitted nobody), ``CANCELLED`` (cancelled before anyone answered) or
 ``TERMINATED`` (every other end; its details carry ``outcome``). A late answer after the end yields a
 leg-level ``TERMINATED`` whose details carry ``index`` and no ``outcome``.
@@ -386,22 +387,21 @@ class EscalationMachine:
         policy_set_hash: str,
         now: float,
     ) -> list[Action]:
+        # The GUARD_DECISION record itself is the service's: it holds the full per-candidate
+        # decisions (errors, reasons) that this machine never sees.
         self._guard_policy_ids = tuple(sorted({p for ids in denied.values() for p in ids}))
-        decision = Record(
-            EventType.GUARD_DECISION.value,
-            {
-                "permitted": [{"expert_id": s.expert_id, "rank": s.rank} for s in permitted],
-                "denied": {expert: list(ids) for expert, ids in denied.items()},
-                "policy_set_hash": policy_set_hash,
-            },
-        )
         if not permitted:
             reason = "guard permitted no expert"
-            rejected = Record(EventType.REJECTED.value, {"reason": reason})
-            return [decision, rejected, *self._finish(Outcome.REJECTED, reason)]
+            details: dict[str, JsonValue] = {
+                "reason": reason,
+                "denied": {expert: list(ids) for expert, ids in denied.items()},
+                "policy_set_hash": policy_set_hash,
+            }
+            rejected = Record(EventType.REJECTED.value, details)
+            return [rejected, *self._finish(Outcome.REJECTED, reason)]
         self._ladder = [replace(s, result=None) for s in permitted]
         self._state = _S.APPROVED
-        return [decision, *self._ring(0, now)]
+        return self._ring(0, now)
 
     def _on_ringing(self, *, index: int, now: float) -> list[Action]:
         if index in self._rang:
