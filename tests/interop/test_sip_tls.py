@@ -94,7 +94,8 @@ def test_our_tls_caller_refuses_an_unverified_proxy(
         run = sip_call(f"sips:bob@{HOST}:{tls_port}", "--tls-ca", str(other_ca), timeout=60)
     assert run.returncode != 0, run.output
     assert "answered" not in run.output
-    assert uas.result is not None and uas.result.created == 0, uas.result.explain()
+    assert uas.result is not None
+    assert uas.result.created == 0, uas.result.explain()
 
 
 def test_tls_end_to_end_through_kamailio_to_our_answerer(dev_cert: tuple[Path, Path]) -> None:
