@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .guard import GuardError
 from .guard.cli import add_experts_parser, run_experts
 from .net.runner import (
     AgentOptions,
@@ -23,6 +24,7 @@ from .net.tls import TlsConfigError
 from .net.transport import ListenSpec
 from .net.ua import UaConfig
 from .witness.cli import add_export_arguments, add_verify_arguments, export_command, verify_command
+from .witness.core import WitnessError
 
 
 def _listen(text: str) -> ListenSpec:
@@ -56,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the service on its embedded defaults")
     serve.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
-    serve.add_argument("--data-dir", metavar="DIR", default="data", help="state directory")
+    serve.add_argument(
+        "--data-dir", metavar="DIR", default=None, help="state directory (default data)"
+    )
+    serve.add_argument(
+        "--api", metavar="HOST:PORT", help="HTTP API address (default 127.0.0.1:8080)"
+    )
     serve.add_argument("--listen", type=_listen, action="append", default=[])
 
     add_experts_parser(sub)
@@ -167,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         return run(run_options(opts, args.uri, timeout=args.timeout))
-    except (ValueError, TlsConfigError, OSError) as exc:
+    except (ValueError, TlsConfigError, OSError, GuardError, WitnessError) as exc:
         print(f"ifescalate: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

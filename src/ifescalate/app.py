@@ -1,0 +1,238 @@
+"""Composition root: builds every component from Settings, starts them in order, stops them in reverse.
+
+Order matters: the witness first (nothing may happen unwitnessed), then the registry and policies
+(an invalid policy set refuses to start), the SIP endpoint, the escalation service (which marks
+escalations a dead process left in flight as failed), and the HTTP API last, so that the API never
+accepts an escalation the rest cannot serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from .api import ApiConfig, Scope, StoreWitnessReader, TokenStore, build_app
+from .config import Settings
+from .escalation.service import EscalationServiceImpl, EscalationSettings
+from .escalation.store import EscalationStore
+from .guard import Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
+from .net.devcert import dev_tls_cert
+from .net.endpoint import SipEndpoint
+from .net.tls import TlsOptions, client_context, server_context
+from .net.transport import ListenSpec
+from .net.ua import UaConfig, UserAgent
+from .observability import Metrics
+from .witness.keys import load_or_create_signer
+from .witness.service import Witness
+from .witness.store import SqliteStore
+
+log = logging.getLogger("ifescalate.app")
+
+DB_FILENAME = "ifescalate.db"
+
+
+@dataclass(slots=True)
+class Started:
+    """What ``start`` bound, for people (printed) and tests (ports)."""
+
+    sip: list[ListenSpec] = field(default_factory=list)
+    api_url: str = ""
+    new_tokens: dict[str, str] = field(default_factory=dict)
+    tls_cert: Path | None = None
+
+
+def sample_registry_path() -> Path:
+    return Path(str(resources.files("ifescalate.guard").joinpath("sample/experts.yaml")))
+
+
+class App:
+    """The running service; ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_path
+        self.metrics = Metrics()
+        self.witness: Witness | None = None
+        self.registry: SqliteRegistry | None = None
+        self.guard: Guard | None = None
+        self.ua: UserAgent | None = None
+        self.endpoint: SipEndpoint | None = None
+        self.store: EscalationStore | None = None
+        self.service: EscalationServiceImpl | None = None
+        self.tokens: TokenStore | None = None
+        self.runner: web.AppRunner | None = None
+        self.started = Started()
+
+    # -- start -------------------------------------------------------------------------------------
+
+    async def start(self) -> Started:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        signer = load_or_create_signer(self.data_dir)
+        self.witness = Witness(self._witness_store(), signer)
+        await self.witness.start()
+        self._start_guard()
+        await self._start_sip()
+        assert self.witness is not None and self.guard is not None and self.ua is not None
+        self.store = EscalationStore.in_data_dir(self.data_dir)
+        esc = self.settings.escalation
+        self.service = EscalationServiceImpl(
+            guard=self.guard,
+            witness=self.witness,
+            ua=self.ua,
+            store=self.store,
+            signer=signer,
+            settings=EscalationSettings(
+                ring_timeout=esc.ring_timeout, deadline=esc.deadline, max_duration=esc.max_duration
+            ),
+            metrics=self.metrics,
+        )
+        failed = await self.service.recover()
+        if failed:
+            log.warning(
+                "marked %d escalation(s) left in flight by a previous run as failed", failed
+            )
+        await self._start_api()
+        return self.started
+
+    def _witness_store(self) -> SqliteStore:
+        url = self.settings.database_url
+        if url:
+            from .witness.pg import PostgresStore
+
+            return PostgresStore(url)  # type: ignore[return-value]
+        return SqliteStore.in_data_dir(self.data_dir)
+
+    def _start_guard(self) -> None:
+        s = self.settings
+        self.registry = SqliteRegistry(self.data_dir / DB_FILENAME)
+        experts_file = s.experts_file
+        if experts_file is None and not self.registry.list():
+            experts_file = str(sample_registry_path())
+        if experts_file is not None:
+            result = self.registry.merge(load_yaml(experts_file, hazards=tuple(s.hazards)))
+            log.info("registry merged from %s: %s", experts_file, result)
+        engine = (
+            PolicyEngine.from_files(s.policy_files) if s.policy_files else PolicyEngine.default()
+        )
+        self.guard = Guard(
+            self.registry,
+            engine,
+            GuardConfig(
+                hazards=tuple(s.hazards),
+                approved_orgs=frozenset(s.approved_orgs) if s.approved_orgs is not None else None,
+            ),
+        )
+
+    def _tls_options(self) -> TlsOptions:
+        sip = self.settings.sip
+        cert, key = sip.tls_cert, sip.tls_key
+        if cert is None or key is None:
+            tls_dir = self.data_dir / "tls"
+            cert_path, key_path = tls_dir / "dev-cert.pem", tls_dir / "dev-key.pem"
+            if not (cert_path.exists() and key_path.exists()):
+                cert_path, key_path = dev_tls_cert(tls_dir)
+            cert, key = str(cert_path), str(key_path)
+            self.started.tls_cert = cert_path
+        return TlsOptions(
+            cert_file=Path(cert),
+            key_file=Path(key),
+            ca_file=Path(sip.tls_ca) if sip.tls_ca else None,
+            require_client_cert=sip.require_client_cert,
+            verify_server=sip.verify_peers,
+        )
+
+    async def _start_sip(self) -> None:
+        sip = self.settings.sip
+        auth_user = auth_password = None
+        if sip.auth:
+            auth_user, _, auth_password = sip.auth.partition(":")
+        self.ua = UserAgent(
+            UaConfig(
+                user=sip.user,
+                auth_user=auth_user,
+                auth_password=auth_password,
+                ring_ms=sip.ring_ms,
+                media_host=sip.media_host,
+            )
+        )
+        tls = self._tls_options()
+        specs = [ListenSpec.parse(x) for x in sip.listen]
+        client_ctx: ssl.SSLContext = client_context(tls)
+        self.endpoint = SipEndpoint(self.ua, tls_client_context=client_ctx)
+        self.ua.attach(self.endpoint)
+        server_ctx = server_context(tls) if any(s.transport == "TLS" for s in specs) else None
+        for spec in specs:
+            bound = await self.endpoint.listen(
+                spec, server_ctx if spec.transport == "TLS" else None
+            )
+            self.started.sip.append(bound)
+
+    async def _start_api(self) -> None:
+        assert self.service is not None and self.registry is not None and self.witness is not None
+        self.tokens = TokenStore(self.data_dir / DB_FILENAME)
+        if not self.tokens.list():
+            # First run: one token per role, printed once (only their hashes are stored).
+            self.started.new_tokens = {
+                "council": self.tokens.create("council-agent", [Scope.COUNCIL]),
+                "operator": self.tokens.create("operator", [Scope.OPERATOR]),
+                "auditor": self.tokens.create("auditor", [Scope.AUDITOR]),
+            }
+        app = build_app(
+            service=self.service,
+            registry=self.registry,
+            witness_reader=StoreWitnessReader.of(self.witness),
+            tokens=self.tokens,
+            metrics=self.metrics,
+            readiness=self.readiness,
+            config=ApiConfig(hazards=tuple(self.settings.hazards)),
+        )
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        api = self.settings.api
+        site = web.TCPSite(self.runner, api.host, api.port)
+        await site.start()
+        # The runner knows the bound addresses: the real port when 0 was asked.
+        port = self.runner.addresses[0][1] if self.runner.addresses else api.port
+        host = f"[{api.host}]" if ":" in api.host else api.host
+        self.started.api_url = f"http://{host}:{port}"
+
+    async def readiness(self) -> dict[str, str | None]:
+        """/ready: None for a passing check, a reason for a failing one."""
+        checks: dict[str, str | None] = {}
+        checks["sip"] = (
+            None if self.endpoint is not None and self.endpoint.bound else "no SIP listener"
+        )
+        w = self.witness
+        if w is None:
+            checks["witness"] = "not started"
+        else:
+            checks["witness"] = str(w.broken) if w.broken is not None else None
+        checks["policies"] = None if self.guard is not None else "policies not loaded"
+        try:
+            if self.registry is not None:
+                self.registry.revision()
+            checks["store"] = None if self.registry is not None else "registry not open"
+        except Exception as exc:
+            checks["store"] = f"registry unreachable: {exc}"
+        return checks
+
+    # -- stop --------------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.service is not None:
+            await self.service.close()
+        if self.endpoint is not None:
+            await self.endpoint.close()
+        if self.witness is not None:
+            await self.witness.close()
+        if self.store is not None:
+            self.store.close()
+        if self.tokens is not None:
+            self.tokens.close()

@@ -1,0 +1,456 @@
+"""The escalation service: drives ``EscalationMachine`` with IF.guard, the user agent and IF.witness.
+
+Each escalation has one worker task that applies the machine's actions in order, so the witness log
+records the steps in exactly the order the machine took them. Inputs (call progress, timers, the
+council's cancel) are fed to the machine synchronously and queue their actions for that worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..guard import Candidate, Guard
+from ..net.ua import Call, CallFailed, UserAgent
+from ..witness.core import EventType, Signer
+from ..witness.service import Witness
+from .machine import (
+    CancelRing,
+    EscalationMachine,
+    Finished,
+    Hangup,
+    Record,
+    Ring,
+)
+from .model import (
+    EscalationEvent,
+    EscalationRequest,
+    EscalationState,
+    EscalationView,
+    LadderStep,
+    Outcome,
+    UnknownEscalation,
+    Verdict,
+)
+from .signing import sign_invite_headers
+from .store import EscalationStore
+
+log = logging.getLogger("ifescalate.escalation")
+
+#: DTMF digit -> verdict (ARCHITECTURE.md step 6).
+DTMF_VERDICTS = {"1": Verdict.APPROVE, "2": Verdict.REJECT, "3": Verdict.NEED_MORE_INFO}
+
+
+@dataclass(slots=True)
+class EscalationSettings:
+    ring_timeout: float = 30.0
+    deadline: float = 300.0
+    max_duration: float = 3600.0
+    actor: str = "ifescalate"
+
+
+class _Escalation:
+    """One live escalation: its machine, calls, event history and worker."""
+
+    def __init__(
+        self, machine: EscalationMachine, request: EscalationRequest, created_at: float
+    ) -> None:
+        self.machine = machine
+        self.request = request
+        self.created_at = created_at
+        self.updated_at = created_at
+        self.events: list[EscalationEvent] = []
+        self.changed = asyncio.Condition()
+        self.queue: deque[list[Any]] = deque()
+        self.wakeup = asyncio.Event()
+        self.rings: dict[int, asyncio.Task[None]] = {}
+        self.calls: dict[int, Call] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+        self.connected_at: float | None = None
+
+
+class EscalationServiceImpl:
+    """Implements ``model.EscalationService`` (the HTTP API's view of the domain)."""
+
+    def __init__(
+        self,
+        *,
+        guard: Guard,
+        witness: Witness,
+        ua: UserAgent,
+        store: EscalationStore,
+        signer: Signer,
+        settings: EscalationSettings | None = None,
+        metrics: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.guard = guard
+        self.witness = witness
+        self.ua = ua
+        self.store = store
+        self.signer = signer
+        self.settings = settings or EscalationSettings()
+        self.metrics = metrics
+        self.clock = clock
+        self.wall = wall
+        self._live: dict[str, _Escalation] = {}
+        self._recent_calls: dict[str, deque[float]] = {}
+        self._by_call: dict[str, str] = {}
+        ua.on_info = self._on_info
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Mark escalations left unfinished by a dead process as failed; witness each. Returns count."""
+        stale = self.store.unfinished()
+        for view in stale:
+            now = self.wall()
+            ended = EscalationView(
+                **{
+                    **{f: getattr(view, f) for f in EscalationView.__dataclass_fields__},
+                    "state": EscalationState.ENDED,
+                    "outcome": Outcome.FAILED,
+                    "end_reason": "process restarted while the escalation was in flight",
+                    "updated_at": now,
+                }
+            )
+            self.store.update(ended)
+            await self.witness.append(
+                EventType.FAILED,
+                trace_id=view.trace_id,
+                escalation_id=view.id,
+                actor=self.settings.actor,
+                details={"reason": ended.end_reason or "", "previous_state": view.state.value},
+            )
+            self._count_outcome(Outcome.FAILED)
+        return len(stale)
+
+    async def close(self) -> None:
+        """Cancel every live escalation (hang up calls) and wait for the workers."""
+        for esc_id in list(self._live):
+            with contextlib.suppress(UnknownEscalation):
+                await self.cancel(esc_id, by="system")
+        for esc in list(self._live.values()):
+            if esc.worker is not None:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(esc.worker), 5.0)
+
+    # -- the EscalationService protocol ----------------------------------------------------------
+
+    async def create(
+        self, request: EscalationRequest, *, idempotency_key: str | None = None
+    ) -> EscalationView:
+        if idempotency_key is not None:
+            existing = self.store.by_idempotency_key(request.requester, idempotency_key)
+            if existing is not None:
+                return self.get(existing.id)
+        esc_id = uuid.uuid4().hex
+        trace_id = request.trace_id or uuid.uuid4().hex
+        machine = EscalationMachine(
+            esc_id,
+            request,
+            trace_id=trace_id,
+            now=self.clock(),
+            ring_timeout=self.settings.ring_timeout,
+            deadline=self.settings.deadline,
+            max_duration=self.settings.max_duration,
+        )
+        esc = _Escalation(machine, request, self.wall())
+        self._live[esc_id] = esc
+        view = self._view(esc)
+        self.store.insert(view, idempotency_key)
+        await self._record(
+            esc,
+            "ESCALATION_REQUESTED",
+            {
+                "hazard": request.hazard,
+                "question": request.question,
+                "requester": request.requester,
+                "urgency": request.urgency.value,
+                "evidence": [
+                    {"name": e.name, "sensitivity": e.sensitivity} for e in request.evidence
+                ],
+            },
+        )
+        esc.worker = asyncio.create_task(self._work(esc), name=f"escalation-{esc_id}")
+        self._decide(esc)
+        return self._view(esc)
+
+    def get(self, escalation_id: str) -> EscalationView:
+        esc = self._live.get(escalation_id)
+        if esc is not None:
+            return self._view(esc)
+        view = self.store.get(escalation_id)
+        if view is None:
+            raise UnknownEscalation(escalation_id)
+        return view
+
+    def list(self, *, limit: int = 100) -> list[EscalationView]:
+        return [self.get(v.id) for v in self.store.recent(limit)]
+
+    async def cancel(self, escalation_id: str, *, by: str) -> EscalationView:
+        esc = self._live.get(escalation_id)
+        if esc is None:
+            return self.get(escalation_id)  # ended already (idempotent) or unknown (raises)
+        self._feed(esc, esc.machine.cancel(by, self.clock()))
+        return self._view(esc)
+
+    async def events(self, escalation_id: str, *, after: int = 0) -> AsyncIterator[EscalationEvent]:
+        esc = self._live.get(escalation_id)
+        if esc is None:
+            self.get(escalation_id)  # raises UnknownEscalation when it never existed
+            return
+        sent = after
+        while True:
+            async with esc.changed:
+                await esc.changed.wait_for(_has_news(esc, sent))
+                pending = esc.events[sent:]
+                done = esc.finished.is_set()
+            for ev in pending:
+                sent = ev.seq
+                yield ev
+            if done and sent >= len(esc.events):
+                return
+
+    def wait_finished(self, escalation_id: str) -> asyncio.Event:
+        """An Event set when the escalation ends (tests, the demo)."""
+        return self._live[escalation_id].finished
+
+    # -- guard -------------------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, int]:
+        now = self.clock()
+        load: dict[str, int] = {}
+        for expert_id, times in self._recent_calls.items():
+            while times and now - times[0] > 60.0:
+                times.popleft()
+            load[expert_id] = len(times)
+        return load
+
+    def _decide(self, esc: _Escalation) -> None:
+        req = esc.request
+        started = time.perf_counter()
+        candidates: list[Candidate] = self.guard.candidates(
+            req.hazard,
+            req.sensitivity,
+            datetime.now(UTC),
+            self._load(),
+            escalation_id=esc.machine.escalation_id,
+        )
+        elapsed = time.perf_counter() - started
+        permitted = [c for c in candidates if c.permitted]
+        steps = [
+            LadderStep(c.expert.id, c.expert.sip_uri, c.rank or i + 1)
+            for i, c in enumerate(permitted)
+        ]
+        denied = {c.expert.id: c.reasons for c in candidates if not c.permitted}
+        policy_hash = candidates[0].decision.policy_set_hash if candidates else ""
+        if self.metrics is not None:
+            for c in candidates:
+                self.metrics.guard_decision("permit" if c.permitted else "deny", elapsed)
+        decisions: builtins.list[dict[str, Any]] = [
+            {
+                "expert_id": c.expert.id,
+                "permit": c.permitted,
+                "policy_ids": list(c.reasons),
+                "errors": list(c.decision.errors),
+                "rank": c.rank,
+            }
+            for c in candidates
+        ]
+        esc.queue.append(
+            [
+                Record(
+                    "GUARD_DECISION",
+                    {"policy_set_hash": policy_hash, "decisions": decisions},
+                )
+            ]
+        )
+        self._feed(esc, esc.machine.guard_decided(steps, denied, policy_hash, self.clock()))
+
+    # -- feeding the machine and applying its actions ------------------------------------------------
+
+    def _feed(self, esc: _Escalation, actions: builtins.list[Any]) -> None:
+        if actions:
+            esc.queue.append(actions)
+            esc.wakeup.set()
+        self._arm(esc)
+
+    def _arm(self, esc: _Escalation) -> None:
+        if esc.timer is not None:
+            esc.timer.cancel()
+            esc.timer = None
+        deadline = esc.machine.get_timer()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.clock())
+        esc.timer = loop.call_later(delay, self._fire, esc)
+
+    def _fire(self, esc: _Escalation) -> None:
+        esc.timer = None
+        self._feed(esc, esc.machine.handle_timer(self.clock()))
+
+    async def _work(self, esc: _Escalation) -> None:
+        while True:
+            while esc.queue:
+                for action in esc.queue.popleft():
+                    await self._apply(esc, action)
+                    if isinstance(action, Finished):
+                        await self._finish(esc, action)
+                        return
+            esc.wakeup.clear()
+            await esc.wakeup.wait()
+
+    async def _apply(self, esc: _Escalation, action: Any) -> None:
+        if isinstance(action, Record):
+            await self._record(esc, action.type, action.details)
+        elif isinstance(action, Ring):
+            esc.rings[action.index] = asyncio.create_task(self._ring(esc, action))
+        elif isinstance(action, CancelRing):
+            task = esc.rings.pop(action.index, None)
+            if task is not None and not task.done():
+                task.cancel()  # UserAgent.call answers cancellation with a CANCEL (§9.1)
+        elif isinstance(action, Hangup):
+            call = esc.calls.get(action.index)
+            if call is not None:
+                await call.hangup()
+
+    async def _record(self, esc: _Escalation, kind: str, details: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        event = await self.witness.append(
+            EventType(kind),
+            trace_id=esc.machine.trace_id,
+            escalation_id=esc.machine.escalation_id,
+            actor=self.settings.actor,
+            details=details,
+        )
+        if self.metrics is not None:
+            self.metrics.witness_event(kind, time.perf_counter() - started)
+        esc.updated_at = self.wall()
+        async with esc.changed:
+            esc.events.append(
+                EscalationEvent(
+                    esc.machine.escalation_id,
+                    len(esc.events) + 1,
+                    kind,
+                    esc.updated_at,
+                    {**details, "witness_seq": event.seq},
+                )
+            )
+            esc.changed.notify_all()
+        self.store.update(self._view(esc))
+
+    async def _finish(self, esc: _Escalation, action: Finished) -> None:
+        if esc.timer is not None:
+            esc.timer.cancel()
+        for task in esc.rings.values():
+            task.cancel()
+        self._count_outcome(action.outcome)
+        self.store.update(self._view(esc))
+        async with esc.changed:
+            esc.finished.set()
+            esc.changed.notify_all()
+        self._live.pop(esc.machine.escalation_id, None)
+        for call_id in [k for k, v in self._by_call.items() if v == esc.machine.escalation_id]:
+            del self._by_call[call_id]
+
+    def _count_outcome(self, outcome: Outcome) -> None:
+        if self.metrics is not None:
+            self.metrics.escalation_ended(outcome.value)
+
+    # -- ringing one expert ---------------------------------------------------------------------------
+
+    async def _ring(self, esc: _Escalation, ring: Ring) -> None:
+        req = esc.request
+        headers = sign_invite_headers(
+            self.signer,
+            escalation_id=esc.machine.escalation_id,
+            hazard=req.hazard,
+            expert_id=ring.expert_id,
+            expert_uri=ring.sip_uri,
+            trace_id=esc.machine.trace_id,
+            now=self.wall(),
+        )
+        self._recent_calls.setdefault(ring.expert_id, deque()).append(self.clock())
+        started = self.clock()
+
+        def provisional(resp: Any) -> None:
+            if resp.status in (180, 183):
+                self._feed(esc, esc.machine.ringing(ring.index, self.clock()))
+
+        try:
+            call = await self.ua.call(ring.sip_uri, headers=headers, on_provisional=provisional)
+        except CallFailed as exc:
+            self._call_metrics(req.hazard, f"failed_{exc.status}", None)
+            self._feed(esc, esc.machine.call_failed(ring.index, exc.status, self.clock()))
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("cannot call %s: %s", ring.sip_uri, exc)
+            self._feed(esc, esc.machine.call_failed(ring.index, 503, self.clock()))
+            return
+        self._call_metrics(req.hazard, "answered", self.clock() - started)
+        esc.calls[ring.index] = call
+        self._by_call[call.call_id] = esc.machine.escalation_id
+        self._feed(esc, esc.machine.answered(ring.index, self.clock()))
+        connected = self.clock()
+        reason = await call.wait_ended()
+        if self.metrics is not None:
+            self.metrics.call_ended(self.clock() - connected)
+        by = "expert" if reason == "remote-bye" else "system" if reason == "no-ack" else "council"
+        if esc.machine.state is EscalationState.CONNECTED:
+            self._feed(esc, esc.machine.hangup(by, self.clock()))
+
+    def _call_metrics(self, hazard: str, result: str, setup: float | None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.call_result(hazard, result)
+        if setup is not None:
+            self.metrics.call_setup(setup)
+
+    def _on_info(self, call: Call, request: Any) -> None:
+        """SIP INFO DTMF (application/dtmf-relay, "Signal=1"): the verdict fallback of RFC 4733."""
+        esc_id = self._by_call.get(call.call_id)
+        esc = self._live.get(esc_id) if esc_id else None
+        if esc is None or esc.machine.state is not EscalationState.CONNECTED:
+            return
+        digit = _dtmf_digit(request.headers.get("Content-Type") or "", request.body)
+        verdict = DTMF_VERDICTS.get(digit or "")
+        if verdict is not None:
+            self._feed(esc, esc.machine.verdict(verdict, self.clock()))
+
+    # -- views ------------------------------------------------------------------------------------------
+
+    def _view(self, esc: _Escalation) -> EscalationView:
+        return esc.machine.view(created_at=esc.created_at, updated_at=esc.updated_at)
+
+
+def _has_news(esc: _Escalation, sent: int) -> Callable[[], bool]:
+    return lambda: len(esc.events) > sent or esc.finished.is_set()
+
+
+def _dtmf_digit(content_type: str, body: bytes) -> str | None:
+    """The digit of an INFO body: application/dtmf-relay ("Signal=1") or application/dtmf ("1")."""
+    ctype = content_type.split(";")[0].strip().lower()
+    text = body.decode("ascii", "replace").strip()
+    if ctype == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal":
+                return value.strip()[:1] or None
+        return None
+    if ctype == "application/dtmf":
+        return text[:1] or None
+    return None
