@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", type=_listen, action="append", default=[])
 
+    demo = sub.add_parser("demo", help="run a complete escalation on this machine and verify it")
+    demo.add_argument(
+        "--data-dir", metavar="DIR", help="keep state here (default: a temporary dir)"
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+
     add_experts_parser(sub)
     witness = sub.add_parser("witness", help="IF.witness audit log").add_subparsers(
         dest="witness_command", required=True
@@ -149,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "demo":
+            from .demo import main as demo_main
+
+            return demo_main(args)
         if args.command == "experts":
             return run_experts(args)
         if args.command == "witness":
