@@ -160,6 +160,15 @@ class Call:
             return
         await self.ua._send_bye(self)
 
+    async def send_info(self, body: bytes, content_type: str) -> Response:
+        """Send INFO in this dialog (RFC 6086 §4.2, routed per §12.2.1.1); return the final response.
+
+        Raises CallFailed(481) when there is no dialog (any more), CallFailed(408) on timeout.
+        """
+        if self.dialog is None or self.end_reason is not None:
+            raise CallFailed(481, "Call/Transaction Does Not Exist")
+        return await self.ua._send_in_dialog(self, "INFO", body, content_type)
+
 
 class IncomingCall:
     """An INVITE waiting for the handler's decision: ring, answer or reject."""
@@ -752,3 +761,29 @@ class UserAgent:
         call._finish(reason)
         with contextlib.suppress(CallFailed, OSError):
             await asyncio.wait_for(self.request(bye, target), 40.0)
+
+    async def _send_in_dialog(
+        self, call: Call, method: str, body: bytes, content_type: str
+    ) -> Response:
+        """A non-INVITE request in ``call``'s dialog, sent where a BYE would go (§12.2.1.1)."""
+        dialog = call.dialog
+        assert dialog is not None
+        fallback = call.target
+        if fallback is None:
+            src = call.source
+            assert src is not None
+            fallback = Target(src.transport, src.host, src.port)
+        host, port = self.ep.local_address(fallback.transport)
+        request, _ = dialog.create_request(
+            method,
+            via_host=host,
+            via_port=port,
+            transport=fallback.transport,
+            branch=self.ids.branch(),
+            body=body,
+            content_type=content_type,
+        )
+        target = self._next_hop(dialog, fallback)
+        if call.direction == "in" and call.source is not None and call.source.conn is not None:
+            target = Target(fallback.transport, call.source.host, call.source.port)
+        return await self.request(request, target)
