@@ -78,6 +78,7 @@ class App:
         self._start_guard()
         await self._start_sip()
         assert self.witness is not None and self.guard is not None and self.ua is not None
+        assert self.registry is not None
         self.store = EscalationStore.in_data_dir(self.data_dir)
         esc = self.settings.escalation
         self.service = EscalationServiceImpl(
@@ -91,6 +92,7 @@ class App:
             ),
             metrics=self.metrics,
         )
+        self.service.accept_call_in(self.registry, realm=self.settings.sip.realm)
         failed = await self.service.recover()
         if failed:
             log.warning(

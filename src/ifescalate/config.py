@@ -39,6 +39,8 @@ class SipSettings:
     auth: str | None = None
     ring_ms: int = 0
     media_host: str | None = None
+    #: Digest realm experts authenticate in when they call in (their registry credentials).
+    realm: str = "ifescalate"
 
 
 @dataclass(slots=True)

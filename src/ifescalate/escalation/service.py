@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..guard import Candidate, Guard
-from ..net.ua import Call, CallFailed, UserAgent
+from ..guard import Candidate, Guard, Registry
+from ..net.ua import Call, CallFailed, IncomingCall, UserAgent
 from ..witness.core import EventType, Signer
 from ..witness.service import Witness
+from .callin import CallInRejection, DigestLookup, choose_escalation, source_allowed
 from .machine import (
     CancelRing,
     EscalationMachine,
@@ -108,6 +109,8 @@ class EscalationServiceImpl:
         self._live: dict[str, _Escalation] = {}
         self._recent_calls: dict[str, deque[float]] = {}
         self._by_call: dict[str, str] = {}
+        self._lookup: DigestLookup | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         ua.on_info = self._on_info
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -402,9 +405,13 @@ class EscalationServiceImpl:
             self._feed(esc, esc.machine.call_failed(ring.index, 503, self.clock()))
             return
         self._call_metrics(req.hazard, "answered", self.clock() - started)
-        esc.calls[ring.index] = call
+        await self._connected(esc, ring.index, call)
+
+    async def _connected(self, esc: _Escalation, index: int, call: Call) -> None:
+        """The expert's leg is up (we called, or they called in): track it until it ends."""
+        esc.calls[index] = call
         self._by_call[call.call_id] = esc.machine.escalation_id
-        self._feed(esc, esc.machine.answered(ring.index, self.clock()))
+        self._feed(esc, esc.machine.answered(index, self.clock()))
         connected = self.clock()
         reason = await call.wait_ended()
         if self.metrics is not None:
@@ -412,6 +419,79 @@ class EscalationServiceImpl:
         by = "expert" if reason == "remote-bye" else "system" if reason == "no-ack" else "council"
         if esc.machine.state is EscalationState.CONNECTED:
             self._feed(esc, esc.machine.hangup(by, self.clock()))
+
+    # -- experts calling in -----------------------------------------------------------------------
+
+    def accept_call_in(self, registry: Registry, *, realm: str) -> None:
+        """Challenge inbound calls with digest against the registry and route them to escalations."""
+        self._lookup = DigestLookup(registry)
+        self.ua.enable_digest(self._lookup, realm=realm)
+        self.ua.on_incoming = self._on_incoming
+
+    def _on_incoming(self, incoming: IncomingCall) -> None:
+        call = incoming.call
+        user = call.auth_user
+        expert = self._lookup.expert_for(user) if self._lookup is not None and user else None
+        if expert is None:
+            self._refuse(incoming, CallInRejection(403, "Forbidden", "digest", "no expert"))
+            return
+        source = call.source
+        if source is None or not source_allowed(expert, source.host):
+            host = source.host if source is not None else "?"
+            self._refuse(
+                incoming,
+                CallInRejection(403, "Forbidden - IP Not Allowlisted", "allowlist", host),
+                expert.id,
+            )
+            return
+        offered = [
+            (esc_id, e.machine.ladder[e.machine.current_index].expert_id)
+            for esc_id, e in self._live.items()
+            if e.machine.state is EscalationState.RINGING and e.machine.current_index is not None
+        ]
+        wanted = incoming.request.headers.get("X-IF-Escalation-ID")
+        esc_id = choose_escalation(expert.id, offered, wanted)
+        if esc_id is None:
+            rejection = CallInRejection(
+                404, "Not Found - No Pending Escalation", "escalation", wanted or ""
+            )
+            self._refuse(incoming, rejection, expert.id)
+            return
+        esc = self._live[esc_id]
+        index = esc.machine.current_index
+        assert index is not None
+        ring = esc.rings.pop(index, None)
+        if ring is not None:
+            ring.cancel()  # our own INVITE to them is CANCELled; their call replaces it
+        incoming.answer()
+        esc.rings[index] = asyncio.create_task(self._connected(esc, index, call))
+
+    def _refuse(
+        self, incoming: IncomingCall, rejection: CallInRejection, expert_id: str | None = None
+    ) -> None:
+        incoming.reject(rejection.status, rejection.reason)
+        if self.metrics is not None:
+            self.metrics.security_rejection(rejection.layer, rejection.reason)
+        source = incoming.call.source
+        details: dict[str, Any] = {
+            "layer": rejection.layer,
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "expert_id": expert_id,
+            "source": f"{source.host}:{source.port}" if source is not None else None,
+            "transport": source.transport if source is not None else None,
+        }
+        task = asyncio.create_task(
+            self.witness.append(
+                EventType.SECURITY_REJECTED,
+                trace_id=None,
+                escalation_id=None,
+                actor=self.settings.actor,
+                details=details,
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _call_metrics(self, hazard: str, result: str, setup: float | None) -> None:
         if self.metrics is None:

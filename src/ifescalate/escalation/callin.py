@@ -1,0 +1,76 @@
+"""An expert calling in: who they are, whether they may, and which escalation they join.
+
+Every fact comes from the transport or from checked credentials (ARCHITECTURE.md, security
+pipeline): the digest username the caller proved, the source address the socket saw. Headers a
+caller sends that claim IF identity (``X-IF-*``) are never trusted; ``X-IF-Escalation-ID`` only
+*selects* among the escalations the authenticated expert is already on the ladder of.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..guard import Expert, Registry
+
+
+@dataclass(frozen=True, slots=True)
+class CallInRejection:
+    """Why an inbound call was refused: SIP status, reason phrase, and the security layer."""
+
+    status: int
+    reason: str
+    layer: str
+    detail: str
+
+
+def digest_lookup(registry: Registry) -> DigestLookup:
+    return DigestLookup(registry)
+
+
+class DigestLookup:
+    """``(username, realm, algorithm) -> HA1`` over the registry's stored hashes (never plaintext)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def expert_for(self, username: str) -> Expert | None:
+        for expert in self.registry.list():
+            if expert.digest is not None and expert.digest.username == username:
+                return expert
+        return None
+
+    def __call__(self, username: str, realm: str, algorithm: str) -> str | None:
+        expert = self.expert_for(username)
+        if expert is None or expert.digest is None or expert.suspended:
+            return None
+        if expert.digest.realm != realm:
+            return None
+        return expert.digest.ha1_for(algorithm)
+
+
+def source_allowed(expert: Expert, source_ip: str) -> bool:
+    """The allowlist (layer 2): the socket's peer address must be inside one of the expert's CIDRs.
+
+    An expert with no networks registered may not call in at all: fail closed.
+    """
+    try:
+        addr = ipaddress.ip_address(source_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(addr in net for net in expert.networks)
+
+
+def choose_escalation(
+    expert_id: str, offered: Iterable[tuple[str, str]], wanted: str | None
+) -> str | None:
+    """Pick the escalation to join among ``offered`` (escalation id, ringing expert id) pairs.
+
+    Only escalations whose current ladder step is this expert qualify. ``wanted`` (the caller's
+    X-IF-Escalation-ID) selects one of those and nothing else; without it the newest qualifies.
+    """
+    mine = [esc_id for esc_id, ringing in offered if ringing == expert_id]
+    if wanted is not None:
+        return wanted if wanted in mine else None
+    return mine[-1] if mine else None
