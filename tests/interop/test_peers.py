@@ -228,7 +228,10 @@ def _exchange(address: tuple[str, int], payload: bytes) -> bytes:
     """Send one line through the tunnel, return what came back before the tunnel closed (b"" on reset)."""
     received = b""
     with socket.create_connection(address, timeout=5) as conn:
-        conn.sendall(payload)
+        try:
+            conn.sendall(payload)
+        except (ConnectionResetError, BrokenPipeError):
+            return received  # stunnel already dropped the connection (verification failed)
         while not received.endswith(b"\n"):
             try:
                 chunk = conn.recv(4096)
