@@ -481,7 +481,7 @@ def test_tcp_oversize_message_closes_the_connection() -> None:
 
 def test_idle_tcp_connection_is_closed_after_idle_timeout() -> None:
     async def main() -> None:
-        async with server(idle_timeout=0.1) as s:
+        async with server(idle_timeout=0.2) as s:
             reader, writer = await _tcp(s.tcp.port)
             busy_reader, busy_writer = await _tcp(s.tcp.port)
 
@@ -497,11 +497,13 @@ def test_idle_tcp_connection_is_closed_after_idle_timeout() -> None:
             started = loop.time()
             assert await _closed(reader, 1.0)
             closed_after = loop.time() - started
-            # Swept every idle_timeout / 2: closed after 0.1 to 0.15 s of silence (plus slack).
-            assert 0.1 <= closed_after < 0.4, closed_after
+            # Swept every idle_timeout / 2: closed after 0.2 to 0.3 s of silence (plus slack).
+            assert 0.2 <= closed_after < 0.8, closed_after
             await asyncio.sleep(0.2)
             assert not busy.done()
             busy.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await busy
             assert s.ep.stats["idle_closed"] == 1
             busy_writer.write(request(transport="TCP"))
             assert (await _read_message(busy_reader)).status == 200
@@ -633,13 +635,14 @@ def _ack_for(invite: bytes, resp: Response) -> bytes:
     return b"\r\n".join(out)
 
 
-async def _collect(c: Udp, seconds: float) -> list[tuple[float, Response]]:
+async def _collect(c: Udp, seconds: float, start: float) -> list[tuple[float, Response]]:
+    """Responses arriving until ``start + seconds``, with their time since ``start``."""
     loop = asyncio.get_running_loop()
-    start = loop.time()
     got = []
     while (left := seconds - (loop.time() - start)) > 0:
         try:
-            got.append((loop.time() - start, response(await c.recv(left))))
+            data = await c.recv(left)
+            got.append((loop.time() - start, response(data)))
         except TimeoutError:
             break
     return got
@@ -650,11 +653,16 @@ def test_rejection_retransmitted_by_timer_g_until_timer_h_without_ack() -> None:
         async with server(timers=Timers(t1=0.01)) as s:
             s.ua.on_incoming = lambda incoming: incoming.reject(486)
             c = Udp()
+            start = asyncio.get_running_loop().time()  # before the INVITE leaves: causal bound
             await c.send(_invite(c.port), s.udp.port)
-            got = await _collect(c, 0.9)
+            got = await _collect(c, 0.9, start)
             statuses = [r.status for _, r in got]
             # Sent at 0 then Timer G at 10, 30, 70, 150, 310, 630 ms; Timer H at 640 ms ends it.
-            assert statuses == [486] * 7, [(round(t, 3), r.status) for t, r in got]
+            # The last Timer G is only 10 ms before Timer H: a loaded machine may skip it.
+            assert set(statuses) == {486} and len(statuses) in (6, 7), statuses
+            for (at, _), due in zip(got[1:], [0.01, 0.03, 0.07, 0.15, 0.31], strict=False):
+                # Never before it is due, not much after.
+                assert due <= at <= due + 0.15, [round(t, 3) for t, _ in got]
             assert s.ep.table.server_count == 0  # Timer H terminated the transaction
             c.close()
 
@@ -671,7 +679,7 @@ def test_ack_stops_the_rejection_retransmissions() -> None:
             first = response(await c.recv())
             assert first.status == 603
             await c.send(_ack_for(invite, first), s.udp.port)
-            assert await _collect(c, 0.3) == []
+            assert await _collect(c, 0.3, asyncio.get_running_loop().time()) == []
             c.close()
 
     run(main())

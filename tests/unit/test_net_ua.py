@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import socket
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -325,7 +324,9 @@ def test_timer_b_when_nobody_answers() -> None:
                 with contextlib.suppress(BlockingIOError):
                     while silent.recv(65535):
                         copies += 1
-                assert copies == 7  # the original and six retransmissions before 640 ms
+                # The original and six retransmissions before 640 ms; the last one is only 10 ms
+                # before Timer B, so a loaded machine may let Timer B win.
+                assert copies in (6, 7)
 
     run(main())
 
@@ -436,12 +437,14 @@ def test_2xx_retransmitted_until_64_t1_then_bye_when_no_ack_arrives() -> None:
             assert reason == "remote-bye"
             assert answered[0].end_reason == "no-ack"
             times = relay.times("SIP/2.0 200 | CSeq: 1 INVITE")
-            gaps = [b - a for a, b in itertools.pairwise(times)]
-            # §13.3.1.4: T1, 2*T1, 4*T1, ... (T2 = 4 s is never reached here): 20, 40, 80, 160, 320, 640 ms
-            assert len(times) == 7, gaps
-            for gap, want in zip(gaps, [0.02, 0.04, 0.08, 0.16, 0.32, 0.64], strict=True):
-                assert want * 0.9 <= gap <= want + 0.05, gaps
-            assert relay.count("ACK ") == 7  # every 2xx was ACKed again by the caller
+            invited = relay.times("INVITE ")[0]  # the 200 was sent after this
+            # §13.3.1.4: resent after T1, 2*T1, 4*T1, ... (T2 = 4 s is never reached here), at
+            # 20, 60, 140, 300, 620, 1260 ms; the last one is only 20 ms before 64*T1 = 1280 ms,
+            # so a loaded machine may skip it.
+            assert len(times) in (6, 7), times
+            for at, due in zip(times[1:], [0.02, 0.06, 0.14, 0.30, 0.62], strict=False):
+                assert due <= at - invited <= due + 0.15, [round(t - invited, 3) for t in times]
+            assert relay.count("ACK ") == len(times)  # every 2xx was ACKed again by the caller
             assert relay.transport is not None
             relay.transport.close()
 
