@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .api.tokens_cli import add_tokens_parser, run_tokens
 from .guard import GuardError
 from .guard.cli import add_experts_parser, run_experts
 from .net.runner import (
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
 
     add_experts_parser(sub)
+    add_tokens_parser(sub)
     witness = sub.add_parser("witness", help="IF.witness audit log").add_subparsers(
         dest="witness_command", required=True
     )
@@ -159,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import main as demo_main
 
             return demo_main(args)
+        if args.command == "tokens":
+            return run_tokens(args)
         if args.command == "experts":
             return run_experts(args)
         if args.command == "witness":
