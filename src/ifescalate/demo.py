@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,10 +219,11 @@ class DemoExpert:
 # ------------------------------------------------------------------------------ council (HTTP)
 
 
-async def read_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` pairs of a text/event-stream; comments (heartbeats) are skipped."""
+async def read_sse(lines: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """``(event, data)`` pairs of a text/event-stream read line by line (an aiohttp response's
+    ``content`` iterates lines); comments (heartbeats) are skipped."""
     kind, data = "", list[str]()
-    async for raw in content:
+    async for raw in lines:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
             if data:
@@ -245,6 +246,17 @@ async def fetch_public_key(http: aiohttp.ClientSession, api_url: str) -> Ed25519
             raise DemoFailed(f"GET /v1/witness/public-key answered {resp.status}")
         body = await resp.json()
     return parse_public_key(body["public_key_hex"])
+
+
+async def check_ready(http: aiohttp.ClientSession, api_url: str) -> None:
+    """GET /ready first: a service that cannot serve (a broken witness log) is named, not posted to."""
+    async with http.get(f"{api_url}/ready") as resp:
+        if resp.status == 200:
+            return
+        body = await resp.json()
+    checks = body.get("checks", {})
+    failed = "; ".join(f"{name}: {checks.get(name)}" for name in body.get("failed", []))
+    raise DemoFailed(f"service not ready ({resp.status}): {failed}")
 
 
 async def run_council(
@@ -384,6 +396,7 @@ async def run_escalation(
     for expert in experts:
         print(f"expert {expert.expert_id}: {expert.uri}")
     async with aiohttp.ClientSession() as http:
+        await check_ready(http, started.api_url)
         key = await fetch_public_key(http, started.api_url)
         for expert in experts:
             expert.public_key = key
