@@ -35,7 +35,6 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.peers and the system-test harness
 
-from bench.sip_cps import percentiles  # noqa: E402
 from tests.peers import SippProcess, free_port, run_sipp  # noqa: E402
 from tests.system.conftest import (  # noqa: E402
     HOST,
@@ -45,6 +44,8 @@ from tests.system.conftest import (  # noqa: E402
     write_config,
     write_registry,
 )
+
+from bench.sip_cps import percentiles  # noqa: E402
 
 SCENARIOS = ROOT / "bench" / "scenarios"
 UAS = SCENARIOS / "uas_rtd.xml"
@@ -163,7 +164,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("-n", "--count", type=int, default=200, help="escalations per run (default 200)")
     p.add_argument(
-        "--concurrency", default="1,4", help="comma list of concurrent council clients (default 1,4)"
+        "--concurrency",
+        default="1,4",
+        help="comma list of concurrent council clients (default 1,4)",
     )
     p.add_argument("--warmup", type=int, default=10, help="untimed escalations first (default 10)")
     p.add_argument("--log-level", default="WARNING", help="service log level (default WARNING)")
