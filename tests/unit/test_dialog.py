@@ -27,6 +27,7 @@ from ifescalate.sip.dialog import (
 )
 from ifescalate.sip.errors import SipParseError
 from ifescalate.sip.message import Request, Response, parse_message
+from ifescalate.sip.request_builder import name_addr_uri
 
 CALL_ID = "3848276298220188511@atlanta.example.com"
 PROXY_AUTH = (
@@ -603,3 +604,14 @@ def test_second_invite_before_final_gets_500_with_retry_after() -> None:
     assert (err.value.status, err.value.retry_after) == (500, 7)  # 29 % 11
     with pytest.raises(RequestPending):
         d.create_request("INVITE", branch="z9hG4bK1", **BOB_VIA)
+
+
+def test_rfc2543_invite_without_contact_targets_the_from_uri() -> None:
+    # RFC 4475 §3.4.1 (inv2543): an RFC 2543 peer (no magic cookie) may omit Contact.
+    old = req(
+        bytes(BOB_INVITE)
+        .replace(b"Contact: ", b"X-Contact: ")
+        .replace(b"branch=z9hG4bK", b"branch=old")
+    )
+    d = Dialog.from_uas_request(old, local_tag="1", local_contact="<sip:b@h>")
+    assert d.remote_target == name_addr_uri(old.headers.get("From") or "")

@@ -218,15 +218,18 @@ def test_bye_without_to_tag_gets_481() -> None:
     run(main())
 
 
-def test_unknown_method_gets_405_with_allow() -> None:
+def test_known_but_unsupported_method_gets_405_and_unknown_method_501() -> None:
+    # RFC 3261 §8.2.1: 405 with Allow for a method we know but do not take; 501 otherwise.
     async def main() -> None:
         async with server() as s:
             c = Udp()
-            await c.send(request("FROBNICATE", port=c.port), s.udp.port)
+            await c.send(request("SUBSCRIBE", port=c.port), s.udp.port)
             resp = response(await c.recv())
             assert resp.status == 405
             assert "INVITE" in (resp.headers.get("Allow") or "")
             assert "tag=" in (resp.headers.get("To") or "")
+            await c.send(request("FROBNICATE", port=c.port, branch="z9hG4bK-frob"), s.udp.port)
+            assert response(await c.recv()).status == 501
             c.close()
 
     run(main())

@@ -35,7 +35,7 @@ from ..sip.sdp import (
 from ..sip.sdp_cache import AnswerCache
 from ..sip.transaction import Send, Timeout
 from ..sip.uri import SipUri, parse_uri
-from ..sip.validate import check_accept, check_content, check_require
+from ..sip.validate import check_accept, check_content, check_method, check_require
 from .endpoint import ClientTx, ServerTx, SipEndpoint, Target
 from .timers import Timed
 from .transport import Source
@@ -43,6 +43,7 @@ from .transport import Source
 log = logging.getLogger("ifescalate.ua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO"
+ALLOWED_METHODS = frozenset(m.strip() for m in ALLOW.split(","))
 AUDIO_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
 
 
@@ -308,9 +309,17 @@ class UserAgent:
         elif method in ("BYE", "INFO"):
             self._respond(tx, call_leg_does_not_exist(request, to_tag=self.ids.tag()))
         else:
-            self._respond(
-                tx, make_response(request, 405, to_tag=self.ids.tag(), headers=[("Allow", ALLOW)])
-            )
+            # §8.2.1: 405 with Allow for a method we know but do not take; 501 for an unknown one.
+            try:
+                check_method(request, ALLOWED_METHODS)
+            except SipError as exc:
+                extra = list(getattr(exc, "response_headers", ()))
+                self._respond(
+                    tx,
+                    make_response(
+                        request, exc.status, exc.reason, to_tag=self.ids.tag(), headers=extra
+                    ),
+                )
 
     def _caps(self) -> list[tuple[str, str]]:
         return self._extra([("Allow", ALLOW), ("Accept", "application/sdp")])

@@ -288,7 +288,13 @@ class Dialog:
             raise NoDialog("a request with a To tag belongs to an existing dialog (§12.2)")
         target = _contact_uri(invite)
         if target is None:
-            raise NoDialog("a dialog-creating request needs a Contact (RFC 3261 §8.1.1.8)")
+            # RFC 2543 made Contact optional; RFC 4475 §3.4.1 (inv2543) asks us to accept such an
+            # INVITE from an RFC 2543 peer (its branch lacks the magic cookie, §8.1.1.7). Requests
+            # in the dialog then go to the From URI, as RFC 2543 did. An RFC 3261 peer MUST send
+            # Contact (§8.1.1.8).
+            if "z9hG4bK" in (invite.headers.first("Via") or ""):
+                raise NoDialog("a dialog-creating request needs a Contact (RFC 3261 §8.1.1.8)")
+            target = name_addr_uri(invite.headers.get("From") or "")
         seq, method = invite.cseq
         return cls(
             call_id=invite.call_id,
