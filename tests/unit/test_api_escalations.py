@@ -268,3 +268,14 @@ def test_sse_client_disconnect_closes_the_event_iterator(tmp_path: Path) -> None
             assert f'http_requests_total{{method="GET",{route}}} 1.0' in samples
 
     asyncio.run(body())
+
+
+def test_service_unavailable_is_503_with_reason(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running(tmp_path) as env:
+            env.service.unavailable = "witness unavailable: chain broken at sequence 3"
+            resp = await post(env, GOOD)
+            assert resp.status == 503
+            assert "chain broken at sequence 3" in (await resp.json())["error"]
+
+    asyncio.run(body())

@@ -21,6 +21,7 @@ from ifescalate.escalation.model import (
     EscalationState,
     EscalationView,
     Outcome,
+    ServiceUnavailable,
     UnknownEscalation,
 )
 from ifescalate.guard import SqliteRegistry
@@ -42,10 +43,13 @@ class FakeService:
         self.open_streams = 0
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
+        self.unavailable: str | None = None
 
     async def create(
         self, request: EscalationRequest, *, idempotency_key: str | None = None
     ) -> EscalationView:
+        if self.unavailable is not None:
+            raise ServiceUnavailable(self.unavailable)
         self.idempotency_keys.append(idempotency_key)
         if idempotency_key is not None and (request.requester, idempotency_key) in self.keys:
             return self.views[self.keys[(request.requester, idempotency_key)]]

@@ -32,7 +32,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ..escalation.model import EscalationService, InvalidRequest, UnknownEscalation
+from ..escalation.model import (
+    EscalationService,
+    InvalidRequest,
+    ServiceUnavailable,
+    UnknownEscalation,
+)
 from ..guard import ExpertNotFound, ExpertValidationError, Registry, RegistryError
 from ..observability import CONTENT_TYPE, Metrics, log_context
 from . import escalations, experts, witness
@@ -170,6 +175,8 @@ async def domain_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return json_response({"errors": exc.errors}, status=422)
     except UnknownEscalation as exc:
         return error_response(404, f"no escalation {exc.args[0] if exc.args else ''}".strip())
+    except ServiceUnavailable as exc:
+        return error_response(503, str(exc))
     except ExpertNotFound as exc:
         return error_response(404, str(exc))
     except ExpertValidationError as exc:

@@ -184,6 +184,10 @@ class EscalationView:
         }
 
 
+class ServiceUnavailable(RuntimeError):
+    """The service cannot take escalations now (e.g. the witness chain is broken): API 503."""
+
+
 class UnknownEscalation(KeyError):
     """No escalation with that id (API 404)."""
 

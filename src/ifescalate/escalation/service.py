@@ -39,6 +39,7 @@ from .model import (
     EscalationView,
     LadderStep,
     Outcome,
+    ServiceUnavailable,
     UnknownEscalation,
     Verdict,
 )
@@ -155,6 +156,9 @@ class EscalationServiceImpl:
     async def create(
         self, request: EscalationRequest, *, idempotency_key: str | None = None
     ) -> EscalationView:
+        if self.witness.broken is not None:
+            # Nothing may happen unwitnessed: refuse before storing anything (API 503).
+            raise ServiceUnavailable(f"witness unavailable: {self.witness.broken}")
         if idempotency_key is not None:
             existing = self.store.by_idempotency_key(request.requester, idempotency_key)
             if existing is not None:

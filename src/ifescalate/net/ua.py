@@ -225,8 +225,8 @@ class UserAgent:
         self.digest: DigestServer | None = None
         self._ha1: dict[tuple[str, str], str] = {}
         #: ``(username, realm, algorithm) -> HA1`` for digest checks; replaceable (the registry's).
-        self.credential_lookup: Callable[[str, str, str], str | None] = (
-            lambda u, r, a: self._ha1.get((u, a))
+        self.credential_lookup: Callable[[str, str, str], str | None] = lambda u, r, a: (
+            self._ha1.get((u, a))
         )
         self._last_auth_user: str | None = None
         self._rtx: dict[str, TwoXXRetransmitter] = {}
