@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,44 @@ def sipp_reference(count: int, concurrency: int, workdir: Path) -> Figures:
     return Figures(f"sipp->sipp c={concurrency}", samples, result.failed, result.elapsed)
 
 
+#: The service's own histograms (/metrics) that split POST-to-CONNECTED into its parts.
+_PARTS = {
+    "sip_call_setup_seconds": "SIP INVITE->200",
+    "ifwitness_append_seconds": "witness append",
+    "ifguard_eval_seconds": "guard eval",
+}
+
+
+def scrape_means(svc: Service) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each histogram in _PARTS, summed over labels, from GET /metrics."""
+    req = urllib.request.Request(svc.api_url + "/metrics")
+    req.add_header("Authorization", f"Bearer {svc.tokens['operator']}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    out = {name: (0.0, 0.0) for name in _PARTS}
+    for line in text.splitlines():
+        for name in _PARTS:
+            for kind, index in (("_sum", 0), ("_count", 1)):
+                if line.startswith(name + kind):
+                    value = float(line.rsplit(" ", 1)[1])
+                    pair = list(out[name])
+                    pair[index] += value
+                    out[name] = (pair[0], pair[1])
+    return out
+
+
+def print_breakdown(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> None:
+    parts = []
+    for name, label in _PARTS.items():
+        total = after[name][0] - before[name][0]
+        count = after[name][1] - before[name][1]
+        if count:
+            parts.append(f"{label} mean {total / count * 1000:.2f} ms (x{count:.0f})")
+    print(f"    service side: {'; '.join(parts)}", flush=True)
+
+
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:7.2f}"
 
@@ -205,9 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.warmup:
                 asyncio.run(run_escalations(svc.api_url, token, args.warmup, 1))
             for level in levels:
+                before = scrape_means(svc)
                 fig = asyncio.run(run_escalations(svc.api_url, token, args.count, level))
                 results.append(fig)
                 print_row(fig)
+                print_breakdown(before, scrape_means(svc))
         print(f"  witness: {assert_chain_ok(tmp / 'data')}")
         print("reference: SIPp UAC -> SIPp UAS, INVITE to 200 (1 ms resolution)", flush=True)
         refs = [sipp_reference(args.count, level, tmp) for level in levels]
