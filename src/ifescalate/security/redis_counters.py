@@ -1,0 +1,173 @@
+"""Redis :class:`~ifescalate.security.counters.Counters`, shared by every instance.
+
+Each operation is one Lua script, so it is atomic on the server and costs one round trip. A
+window is a sorted set of event times (score = the caller's ``now``, member made unique with a
+random suffix); ``ZREMRANGEBYSCORE -inf cutoff`` drops the events at or before ``now - window``,
+exactly like the in-memory backend. A block is a string holding its end time. Times are decided
+by the caller's clock, so instances must share one (wall-clock seconds); ``PEXPIRE`` only lets
+Redis collect keys nobody touches any more.
+
+Keys are ``{prefix}{{key}}:w`` and ``{prefix}{{key}}:b``: the braces are a Redis Cluster hash tag
+so that a key's window and block live in one slot and one script may touch both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from .counters import Acquired, Hit
+
+_HIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+_COUNT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# Scores come back from ZRANGE WITHSCORES as strings; returning them as strings keeps the full
+# double (a Lua number would be truncated to an integer reply).
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local n = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if n < tonumber(ARGV[5]) then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  n = n + 1
+  allowed = 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {allowed, n, oldest[2] or false}
+"""
+
+_HIT_AND_BLOCK = """
+local b = redis.call('GET', KEYS[2])
+if b and tonumber(b) > tonumber(ARGV[1]) then
+  return {0, b}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[7])
+  redis.call('DEL', KEYS[1])
+  return {n, ARGV[6]}
+end
+return {n, false}
+"""
+
+
+def _ms(seconds: float) -> str:
+    # A TTL of at least one second beyond the logical span: clocks of instances differ a little.
+    return str(max(1, math.ceil(seconds * 1000)) + 1000)
+
+
+def _num(value: float) -> str:
+    # repr() of a float round-trips exactly through Redis' strtod and Lua's tonumber.
+    return repr(float(value))
+
+
+class RedisCounters:
+    """:class:`Counters` on one Redis (default ``redis://127.0.0.1:6379/0``).
+
+    ``prefix`` namespaces every key (tests use a unique one per run and call :meth:`delete_all`).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "ifescalate:sec:",
+        rand: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._r = client
+        self.prefix = prefix
+        self._rand = rand
+        self._hit = client.register_script(_HIT)
+        self._count = client.register_script(_COUNT)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._hit_and_block = client.register_script(_HIT_AND_BLOCK)
+
+    @classmethod
+    def from_url(
+        cls, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "ifescalate:sec:"
+    ) -> RedisCounters:
+        return cls(aioredis.Redis.from_url(url), prefix=prefix)
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        base = f"{self.prefix}{{{key}}}"
+        return f"{base}:w", f"{base}:b"
+
+    def _member(self, now: float) -> str:
+        return f"{_num(now)}:{self._rand(8).hex()}"
+
+    async def hit(self, key: str, now: float, window: float) -> int:
+        w, _ = self._keys(key)
+        args = [_num(now), _num(now - window), self._member(now), _ms(window)]
+        return int(await self._hit(keys=[w], args=args))
+
+    async def count(self, key: str, now: float, window: float) -> int:
+        w, _ = self._keys(key)
+        return int(await self._count(keys=[w], args=[_num(now - window)]))
+
+    async def acquire(self, key: str, now: float, window: float, limit: int) -> Acquired:
+        w, _ = self._keys(key)
+        args = [_num(now), _num(now - window), self._member(now), _ms(window), str(limit)]
+        allowed, count, oldest = cast(list[Any], await self._acquire(keys=[w], args=args))
+        return Acquired(bool(allowed), int(count), float(oldest) if oldest else None)
+
+    async def hit_and_block(
+        self, key: str, now: float, window: float, threshold: int, block_for: float
+    ) -> Hit:
+        w, b = self._keys(key)
+        args = [
+            _num(now),
+            _num(now - window),
+            self._member(now),
+            _ms(window),
+            str(threshold),
+            _num(now + block_for),
+            _ms(block_for),
+        ]
+        count, until = cast(list[Any], await self._hit_and_block(keys=[w, b], args=args))
+        return Hit(int(count), float(until) if until else None)
+
+    async def blocked_until(self, key: str, now: float) -> float | None:
+        _, b = self._keys(key)
+        raw = await self._r.get(b)
+        if raw is None:
+            return None
+        until = float(raw)
+        return until if until > now else None
+
+    async def block(self, key: str, until: float, now: float) -> None:
+        _, b = self._keys(key)
+        await self._r.set(b, _num(until), px=int(_ms(until - now)))
+
+    async def clear(self, key: str) -> None:
+        await self._r.delete(*self._keys(key))
+
+    async def delete_all(self) -> int:
+        """Delete every key under :attr:`prefix` (tests and operator resets); returns how many."""
+        deleted = 0
+        async for name in self._r.scan_iter(match=f"{_glob_escape(self.prefix)}*", count=500):
+            deleted += int(await self._r.delete(name))
+        return deleted
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
