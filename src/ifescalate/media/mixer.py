@@ -1,0 +1,291 @@
+"""The conference mixer (MCU core), sans-IO: one call to :meth:`Mixer.mix` per 20 ms tick.
+
+Every participant gets a mix-minus: the sum of everyone it may hear, never itself, so nobody hears
+their own echo. Rights decide who hears whom:
+
+- ``muted``: heard by no one (the input still drives speaking detection, so a UI can say "you are
+  muted" while they talk).
+- ``deaf``: hears nothing (gets silence).
+- ``speak_only_to``: a set of participant ids; when set, only those hear this participant. This is
+  coaching / whisper: the chair agent speaks to the expert, the other legs do not hear it.
+
+Sums accumulate in int32 and are clipped to int16 once per listener, so loud inputs saturate
+instead of wrapping around. All frames are at the mixer rate; callers resample
+(:mod:`ifescalate.media.resample`). The tick counter is the only clock: events carry the tick.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from ifescalate.media.frames import (
+    FRAME_MS,
+    AudioFrame,
+    MediaError,
+    check_frame,
+    samples_per_frame,
+)
+
+__all__ = [
+    "Mixer",
+    "MixerError",
+    "MixerEvent",
+    "Participant",
+    "ParticipantKind",
+    "SpeakingStarted",
+    "SpeakingStopped",
+]
+
+_Acc = npt.NDArray[np.int32]
+
+# -40 dBFS RMS: well above a quiet line's noise floor (~ -60 dBFS), well below speech (~ -20 dBFS).
+DEFAULT_SPEECH_RMS = 32768 * 10 ** (-40 / 20)
+# 300 ms of hangover bridges the gaps between words so one sentence is one speaking span.
+DEFAULT_HANGOVER_MS = 300
+
+
+class MixerError(MediaError):
+    """Bad use of the mixer: unknown or duplicate participant, bad gain, bad frame."""
+
+
+class ParticipantKind(enum.Enum):
+    """Where a participant's audio comes from."""
+
+    SIP = "sip"
+    AGENT = "agent"
+    WEBRTC = "webrtc"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakingStarted:
+    """``participant`` went above the speech threshold at ``tick``."""
+
+    participant: str
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakingStopped:
+    """``participant`` stayed below the threshold for the hangover; ``tick`` is when it ended."""
+
+    participant: str
+    tick: int
+
+
+MixerEvent = SpeakingStarted | SpeakingStopped
+
+
+@dataclass(slots=True)
+class Participant:
+    """One leg of the conference and its rights."""
+
+    id: str
+    kind: ParticipantKind
+    muted: bool = False
+    deaf: bool = False
+    speak_only_to: frozenset[str] | None = None
+    gain: float = 1.0
+    speaking: bool = False
+    _quiet_frames: int = field(default=0, repr=False)
+
+    def heard_by(self, listener: str) -> bool:
+        """Whether ``listener`` hears this participant (rights only; never oneself)."""
+        if listener == self.id or self.muted:
+            return False
+        return self.speak_only_to is None or listener in self.speak_only_to
+
+
+class Mixer:
+    """Mix-minus for every participant, with per-participant rights, gain and speaking events."""
+
+    def __init__(
+        self,
+        rate: int = 16000,
+        *,
+        speech_rms: float = DEFAULT_SPEECH_RMS,
+        hangover_ms: int = DEFAULT_HANGOVER_MS,
+    ) -> None:
+        self.rate = rate
+        self._samples = samples_per_frame(rate)
+        self._speech_rms = speech_rms
+        self._hangover = max(1, hangover_ms // FRAME_MS)
+        self._participants: dict[str, Participant] = {}
+        self._events: list[MixerEvent] = []
+        self.tick = 0
+
+    # --- membership and rights -------------------------------------------------------------
+
+    @property
+    def participants(self) -> Mapping[str, Participant]:
+        """A snapshot of the participants by id (copies: change them through the methods)."""
+        return {pid: replace(p) for pid, p in self._participants.items()}
+
+    def add(
+        self,
+        participant_id: str,
+        kind: ParticipantKind | str,
+        *,
+        muted: bool = False,
+        deaf: bool = False,
+        speak_only_to: Iterable[str] | None = None,
+        gain: float = 1.0,
+    ) -> Participant:
+        """Join a participant; it is in the next :meth:`mix`. Returns a snapshot of it."""
+        _check_gain(gain)
+        if participant_id in self._participants:
+            raise MixerError(f"participant {participant_id!r} is already in the mix")
+        try:
+            resolved = ParticipantKind(kind)
+        except ValueError:
+            raise MixerError(f"unknown participant kind {kind!r}") from None
+        participant = Participant(participant_id, resolved, muted, deaf)
+        self._participants[participant_id] = participant
+        self.set_speak_only_to(participant_id, speak_only_to)
+        participant.gain = gain
+        return replace(participant)
+
+    def remove(self, participant_id: str) -> None:
+        """Leave (or kick); a participant that was speaking gets a final :class:`SpeakingStopped`."""
+        participant = self._get(participant_id)
+        if participant.speaking:
+            self._events.append(SpeakingStopped(participant_id, self.tick))
+        del self._participants[participant_id]
+
+    kick = remove
+
+    def set_muted(self, participant_id: str, muted: bool) -> None:
+        """Muted: nobody hears this participant."""
+        self._get(participant_id).muted = muted
+
+    def set_deaf(self, participant_id: str, deaf: bool) -> None:
+        """Deaf: this participant hears silence."""
+        self._get(participant_id).deaf = deaf
+
+    def set_speak_only_to(self, participant_id: str, listeners: Iterable[str] | None) -> None:
+        """Restrict who hears this participant (coaching); None lifts the restriction.
+
+        Ids need not be present yet: a coach may be set up before the expert's leg joins.
+        """
+        self._get(participant_id).speak_only_to = (
+            None if listeners is None else frozenset(listeners)
+        )
+
+    def set_gain(self, participant_id: str, gain: float) -> None:
+        """Linear gain applied to this participant's input before it is mixed (1.0 = unchanged)."""
+        _check_gain(gain)
+        self._get(participant_id).gain = gain
+
+    def hears(self, listener: str, speaker: str) -> bool:
+        """Whether ``listener`` hears ``speaker`` now (rights of both sides)."""
+        return not self._get(listener).deaf and self._get(speaker).heard_by(listener)
+
+    def _get(self, participant_id: str) -> Participant:
+        try:
+            return self._participants[participant_id]
+        except KeyError:
+            raise MixerError(f"no participant {participant_id!r}") from None
+
+    # --- the tick ---------------------------------------------------------------------------
+
+    def mix(self, inputs: Mapping[str, AudioFrame | None]) -> dict[str, AudioFrame]:
+        """One 20 ms tick: every participant's mix-minus, by id.
+
+        ``inputs`` maps participant ids to this tick's frame; a missing id or None is silence
+        (a lost packet the jitter buffer could not conceal, or a participant not sending).
+        """
+        unknown = set(inputs) - set(self._participants)
+        if unknown:
+            raise MixerError(f"input for unknown participants {sorted(unknown)}")
+        scaled = self._scaled_inputs(inputs)
+        self._detect_speaking(inputs)
+        self.tick += 1
+        return self._mix_minus(scaled)
+
+    def pop_events(self) -> list[MixerEvent]:
+        """Speaking events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def _scaled_inputs(self, inputs: Mapping[str, AudioFrame | None]) -> dict[str, _Acc]:
+        scaled: dict[str, _Acc] = {}
+        for pid, frame in inputs.items():
+            if frame is None:
+                continue
+            check_frame(frame, self.rate)
+            gain = self._participants[pid].gain
+            if gain == 1.0:
+                scaled[pid] = frame.astype(np.int32)
+            else:
+                # Clip after gain so one participant's boost cannot exceed a full-scale input.
+                boosted = np.rint(frame.astype(np.float64) * gain)
+                scaled[pid] = np.clip(boosted, -32768, 32767).astype(np.int32)
+        return scaled
+
+    def _mix_minus(self, scaled: Mapping[str, _Acc]) -> dict[str, AudioFrame]:
+        # Everyone heard by all goes into one shared sum; each listener then subtracts itself and
+        # adds the restricted (coaching) speakers it may hear. O(N) for the usual case.
+        public = np.zeros(self._samples, dtype=np.int32)
+        in_public: set[str] = set()
+        for pid, samples in scaled.items():
+            speaker = self._participants[pid]
+            if not speaker.muted and speaker.speak_only_to is None:
+                public += samples
+                in_public.add(pid)
+        restricted = [
+            (pid, samples)
+            for pid, samples in scaled.items()
+            if pid not in in_public and not self._participants[pid].muted
+        ]
+        out: dict[str, AudioFrame] = {}
+        for listener in self._participants.values():
+            out[listener.id] = self._listen(listener, public, in_public, scaled, restricted)
+        return out
+
+    def _listen(
+        self,
+        listener: Participant,
+        public: _Acc,
+        in_public: set[str],
+        scaled: Mapping[str, _Acc],
+        restricted: list[tuple[str, _Acc]],
+    ) -> AudioFrame:
+        if listener.deaf:
+            return np.zeros(self._samples, dtype=np.int16)
+        total = public - scaled[listener.id] if listener.id in in_public else public.copy()
+        for pid, samples in restricted:
+            if self._participants[pid].heard_by(listener.id):
+                total += samples
+        result: AudioFrame = np.clip(total, -32768, 32767).astype(np.int16)
+        return result
+
+    def _detect_speaking(self, inputs: Mapping[str, AudioFrame | None]) -> None:
+        # Raw input, before gain and mute: "speaking" describes the person, not what is heard.
+        for participant in self._participants.values():
+            frame = inputs.get(participant.id)
+            loud = frame is not None and _rms(frame) >= self._speech_rms
+            if loud:
+                participant._quiet_frames = 0
+                if not participant.speaking:
+                    participant.speaking = True
+                    self._events.append(SpeakingStarted(participant.id, self.tick))
+            elif participant.speaking:
+                participant._quiet_frames += 1
+                if participant._quiet_frames >= self._hangover:
+                    participant.speaking = False
+                    participant._quiet_frames = 0
+                    self._events.append(SpeakingStopped(participant.id, self.tick))
+
+
+def _check_gain(gain: float) -> None:
+    if not 0.0 <= gain <= 16.0:
+        raise MixerError(f"gain {gain} outside 0..16")
+
+
+def _rms(frame: AudioFrame) -> float:
+    samples = frame.astype(np.float64)
+    return float(np.sqrt(np.dot(samples, samples) / samples.size))
