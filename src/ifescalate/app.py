@@ -44,6 +44,8 @@ class Started:
     api_url: str = ""
     new_tokens: dict[str, str] = field(default_factory=dict)
     tls_cert: Path | None = None
+    #: True when this start generated the development certificate (first run on this data dir).
+    tls_cert_generated: bool = False
 
 
 def sample_registry_path() -> Path:
@@ -138,6 +140,7 @@ class App:
             cert_path, key_path = tls_dir / "dev-cert.pem", tls_dir / "dev-key.pem"
             if not (cert_path.exists() and key_path.exists()):
                 cert_path, key_path = dev_tls_cert(tls_dir)
+                self.started.tls_cert_generated = True
             cert, key = str(cert_path), str(key_path)
             self.started.tls_cert = cert_path
         return TlsOptions(

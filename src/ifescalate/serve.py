@@ -35,7 +35,9 @@ async def serve_async(app: App, stop: asyncio.Event | None = None) -> int:
         raise
     try:
         if started.tls_cert is not None:
-            _say(f"development TLS certificate: {started.tls_cert}")
+            # "generated" only on the run that made it: operators (and tests) tell a reused one apart.
+            made = "generated development" if started.tls_cert_generated else "development"
+            _say(f"{made} TLS certificate: {started.tls_cert}")
         for spec in started.sip:
             _say(f"listening on {spec}")
         _say(f"api on {started.api_url}")
@@ -44,7 +46,11 @@ async def serve_async(app: App, stop: asyncio.Event | None = None) -> int:
         _say("ready")
         await stop.wait()
     finally:
-        _say("stopping")
+        # The same closing line as `sip answer` (net/runner.py): SIP counters for the operator.
+        stats: dict[str, int] = {}
+        if app.endpoint is not None and app.ua is not None:
+            stats = dict(app.endpoint.stats) | app.ua.stats
+        _say(f"stopping; stats {stats}")
         await app.stop()
     return 0
 
