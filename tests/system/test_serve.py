@@ -17,7 +17,7 @@ _LISTENING = re.compile(r"listening on (udp|tcp|tls):([^\s]+):(\d+)")
 
 def _start_serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, int], str]:
     proc = subprocess.Popen(
-        [*CLI, "serve", "--data-dir", str(tmp_path / "data"), *args],
+        [*CLI, "serve", "--data-dir", str(tmp_path / "data"), "--api", "127.0.0.1:0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -54,7 +54,9 @@ def test_serve_defaults_answer_options_over_udp_and_verified_tls(tmp_path: Path)
     )
     try:
         cert = tmp_path / "data" / "tls" / "dev-cert.pem"
-        assert "generated development TLS certificate" in output
+        assert f"development TLS certificate: {cert}" in output
+        assert re.search(r"api on http://127\.0\.0\.1:\d+", output)
+        assert "api token (council, shown once): ife_" in output
         assert cert.exists()
         assert (tmp_path / "data" / "tls" / "dev-key.pem").stat().st_mode & 0o777 == 0o600
         udp = _cli("sip", "options", f"sip:probe@127.0.0.1:{ports['udp']}")
@@ -77,29 +79,30 @@ def test_serve_defaults_answer_options_over_udp_and_verified_tls(tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert "stopping; stats" in out
+    assert "stopping" in out
 
 
-def test_serve_reuses_its_certificate(tmp_path: Path) -> None:
+def test_serve_reuses_its_certificate_and_prints_tokens_once(tmp_path: Path) -> None:
     proc, _, first = _start_serve(tmp_path, "--listen", "tls:127.0.0.1:0")
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=10)
+    proc.communicate(timeout=15)
     cert = (tmp_path / "data" / "tls" / "dev-cert.pem").read_bytes()
     proc, _, second = _start_serve(tmp_path, "--listen", "tls:127.0.0.1:0")
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=10)
-    assert "generated development TLS certificate" in first
-    assert "generated development TLS certificate" not in second
+    proc.communicate(timeout=15)
     assert (tmp_path / "data" / "tls" / "dev-cert.pem").read_bytes() == cert
+    assert "shown once" in first
+    assert "shown once" not in second
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ("sip:\n  listne: []\n", "unknown settings ['listne']"),
+        ("sip:\n  listne: []\n", "unknown setting 'listne'"),
         ("- just\n- a list\n", "must be a mapping"),
-        ("sip:\n  listen: udp:127.0.0.1:5060\n", "'listen' must be a list"),
+        ("sip:\n  listen: udp:127.0.0.1:5060\n", "sip.listen: expected list, got str"),
         ("sip: [unclosed\n", "cannot read config"),
+        ("escalation:\n  ring_timeout: soon\n", "ring_timeout: expected float, got str"),
     ],
 )
 def test_serve_rejects_bad_config_with_a_reason(tmp_path: Path, config: str, message: str) -> None:
