@@ -161,11 +161,29 @@ _STATUS_RE = re.compile(r"SIP/(\d+)\.(\d+) (\d{3})(?: (.*))?\Z", re.DOTALL)
 # The blank line ending the header section, with CRLF or bare LF line ends (§7.5 robustness).
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.IGNORECASE)
+# What a Request-URI cannot contain unescaped (§25.1): angle brackets, quotes, SP, HTAB, controls.
+_BAD_URI_CHAR_RE = re.compile(r'[<>"\x00-\x20]')
 
 
 def canonical_name(name: str) -> str:
     """The registered spelling of a header name, expanding compact forms (§7.3.3)."""
     return _CANONICAL.get(name.lower(), name)
+
+
+# Lookup keys by the spelling callers pass (``"Call-ID"``, ``"via"``): every header access goes
+# through ``_key``, so the two ``lower()`` calls and the compact-form lookup are done once per
+# spelling. Bounded: callers use a few dozen literal names; anything else is simply recomputed.
+_KEYS: dict[str, str] = {}
+_KEYS_MAX = 1024
+
+
+def _key(name: str) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = _CANONICAL.get(name.lower(), name).lower()
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[name] = key
+    return key
 
 
 def split_header_values(value: str) -> list[str]:
@@ -224,7 +242,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first field named ``name`` (a whole line, not split on commas)."""
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         for k, _, v in self._items:
             if k == key:
                 return v
@@ -232,12 +250,12 @@ class Headers:
 
     def get_lines(self, name: str) -> list[str]:
         """Every field value named ``name``, one per header line, in order."""
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         return [v for k, _, v in self._items if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every element of a comma-separated list header (Via, Route, Contact, ...), in order."""
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         out: list[str] = []
         for k, _, v in self._items:
             if k == key:
@@ -249,7 +267,7 @@ class Headers:
 
     def first(self, name: str) -> str | None:
         """The first element of a list header: the top Via, the first Route."""
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         for k, _, v in self._items:
             if k == key:
                 if key in _UNSPLITTABLE or "," not in v:
@@ -261,7 +279,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         return any(k == key for k, _, _ in self._items)
 
     def add(self, name: str, value: str) -> None:
@@ -292,14 +310,14 @@ class Headers:
 
     def remove(self, name: str) -> int:
         """Delete every field named ``name``; return how many were deleted."""
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         before = len(self._items)
         self._items = [it for it in self._items if it[0] != key]
         return before - len(self._items)
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first element of a list header (the top Via of a response, §18.1.2)."""
-        key = _CANONICAL.get(name.lower(), name).lower()
+        key = _key(name)
         for i, (k, canon, v) in enumerate(self._items):
             if k == key:
                 parts = split_header_values(v) if key not in _UNSPLITTABLE else [v]
@@ -399,10 +417,27 @@ class Response(_Message):
 Message = Request | Response
 
 
+# Valid CSeq values seen recently ("1 INVITE", "2 BYE" repeat across calls): parse_cseq is a pure
+# function of the string and runs several times per message. Cleared when full to stay bounded.
+_CSEQS: dict[str, tuple[int, str]] = {}
+_CSEQS_MAX = 4096
+
+
 def parse_cseq(value: str | None) -> tuple[int, str]:
     """CSeq = 1*DIGIT LWS Method (§20.16); the number is below 2**31 (§8.1.1.5)."""
     if value is None:
         raise SipParseError("missing CSeq header")
+    known = _CSEQS.get(value)
+    if known is not None:
+        return known
+    known = _parse_cseq(value)
+    if len(_CSEQS) >= _CSEQS_MAX:
+        _CSEQS.clear()
+    _CSEQS[value] = known
+    return known
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
     if len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii():
         raise SipParseError(f"malformed CSeq: {value!r}")
@@ -449,7 +484,7 @@ def _parse_start_line(line: str) -> Request | Response:
     method, uri, version = parts
     if not _TOKEN_RE.match(method):
         raise SipParseError(f"malformed method: {method!r}")
-    if not uri or any(c in uri for c in '<>\t"') or any(ord(c) < 0x21 for c in uri):
+    if not uri or _BAD_URI_CHAR_RE.search(uri):
         raise SipParseError(f"malformed Request-URI: {uri!r}")
     vm = _VERSION_RE.match(version)
     if vm is None:
@@ -457,6 +492,26 @@ def _parse_start_line(line: str) -> Request | Response:
     if (vm.group(1), vm.group(2)) != ("2", "0"):
         raise VersionNotSupported(f"unsupported SIP version: {version}")
     return Request(method=method, uri=uri, version=SIP_VERSION)
+
+
+# Header names as they appear on the wire (``"Via"``, ``"v"``, ``"CSeq "``) -> (lookup key, canonical
+# spelling), for names that passed the token check. Peers repeat the same few dozen spellings, so
+# the regex, ``lower()`` and compact-form expansion run once per spelling. Bounded: once full, new
+# spellings are checked every time but not remembered.
+_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES_MAX = 1024
+
+
+def _header_name(raw: str) -> tuple[str, str]:
+    """(lookup key, canonical name) of a raw header name (text before the colon)."""
+    name = raw.rstrip(" \t")
+    if not _TOKEN_RE.match(name):
+        raise SipParseError(f"malformed header name: {name!r}")
+    canon = _CANONICAL.get(name.lower())
+    known = (name.lower(), name) if canon is None else (canon.lower(), canon)
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[raw] = known
+    return known
 
 
 def parse_head(
@@ -478,21 +533,18 @@ def parse_head(
         raise MessageTooLarge(f"too many header lines: {len(lines) - 1} > {max_headers}")
     items: list[tuple[str, str, str]] = []
     content_length: int | None = None
+    names = _NAMES
     for raw in lines[1:]:
         line = raw[:-1] if raw.endswith("\r") else raw
         colon = line.find(":")
         if colon <= 0:
             raise SipParseError(f"malformed header line: {line!r}")
-        name = line[:colon].rstrip(" \t")
-        if not _TOKEN_RE.match(name):
-            raise SipParseError(f"malformed header name: {name!r}")
+        name = line[:colon]
+        known = names.get(name)
+        if known is None:
+            known = _header_name(name)
+        lower, canon = known
         value = line[colon + 1 :].strip(" \t")
-        lower = name.lower()
-        canon = _CANONICAL.get(lower)
-        if canon is None:
-            canon = name
-        else:
-            lower = canon.lower()
         if lower == "content-length":
             if not value.isdigit() or not value.isascii() or len(value) > 9:
                 raise SipParseError(f"malformed Content-Length: {value!r}")
