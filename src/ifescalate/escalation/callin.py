@@ -22,6 +22,7 @@ class CallInRejection:
     status: int
     reason: str
     layer: str
+    label: str  # stable metric label (security_rejections_total{layer,reason})
     detail: str
 
 

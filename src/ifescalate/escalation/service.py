@@ -437,14 +437,16 @@ class EscalationServiceImpl:
         user = call.auth_user
         expert = self._lookup.expert_for(user) if self._lookup is not None and user else None
         if expert is None:
-            self._refuse(incoming, CallInRejection(403, "Forbidden", "digest", "no expert"))
+            self._refuse(incoming, CallInRejection(403, "Forbidden", "digest", "no_expert", ""))
             return
         source = call.source
         if source is None or not source_allowed(expert, source.host):
             host = source.host if source is not None else "?"
             self._refuse(
                 incoming,
-                CallInRejection(403, "Forbidden - IP Not Allowlisted", "allowlist", host),
+                CallInRejection(
+                    403, "Forbidden - IP Not Allowlisted", "allowlist", "not_expert_network", host
+                ),
                 expert.id,
             )
             return
@@ -457,7 +459,11 @@ class EscalationServiceImpl:
         esc_id = choose_escalation(expert.id, offered, wanted)
         if esc_id is None:
             rejection = CallInRejection(
-                404, "Not Found - No Pending Escalation", "escalation", wanted or ""
+                404,
+                "Not Found - No Pending Escalation",
+                "escalation",
+                "no_pending_escalation",
+                wanted or "",
             )
             self._refuse(incoming, rejection, expert.id)
             return
@@ -475,11 +481,12 @@ class EscalationServiceImpl:
     ) -> None:
         incoming.reject(rejection.status, rejection.reason)
         if self.metrics is not None:
-            self.metrics.security_rejection(rejection.layer, rejection.reason)
+            self.metrics.security_rejection(rejection.layer, rejection.label)
         source = incoming.call.source
         details: dict[str, Any] = {
             "layer": rejection.layer,
-            "reason": rejection.reason,
+            "reason": rejection.label,
+            "reason_phrase": rejection.reason,
             "detail": rejection.detail,
             "expert_id": expert_id,
             "source": f"{source.host}:{source.port}" if source is not None else None,
