@@ -108,7 +108,7 @@ class App:
         if url:
             from .witness.pg import PostgresStore
 
-            return PostgresStore(url)  # type: ignore[return-value]
+            return PostgresStore(url, schema=self.settings.database_schema)  # type: ignore[return-value]
         return SqliteStore.in_data_dir(self.data_dir)
 
     def _start_guard(self) -> None:

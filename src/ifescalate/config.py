@@ -61,6 +61,8 @@ class Settings:
     data_dir: str = "data"
     #: PostgreSQL URL for the witness (None: SQLite in the data dir).
     database_url: str | None = None
+    #: PostgreSQL schema for the witness tables, so several deployments can share one database.
+    database_schema: str = "public"
     #: Registry YAML merged into the store at start (None: the packaged sample on first run).
     experts_file: str | None = None
     #: Extra Cedar policy files replacing the packaged defaults (None: defaults).
@@ -82,6 +84,7 @@ _SECTIONS = {"sip": SipSettings, "api": ApiSettings, "escalation": EscalationCon
 _ENV = {
     "IFESCALATE_DATA_DIR": ("data_dir", str),
     "IFESCALATE_DATABASE_URL": ("database_url", str),
+    "IFESCALATE_DATABASE_SCHEMA": ("database_schema", str),
     "IFESCALATE_API_HOST": ("api.host", str),
     "IFESCALATE_API_PORT": ("api.port", int),
     "IFESCALATE_LOG_LEVEL": ("log_level", str),
