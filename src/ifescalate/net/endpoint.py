@@ -587,7 +587,7 @@ def _stamp_via(req: Request, source: Source) -> None:
     request, so retransmissions and the ACK still match their transaction.
     """
     top = req.headers.first("Via")
-    if top is None:
+    if top is None or _stamp_not_needed(top, source.host):
         return
     try:
         via = parse_via(top)
@@ -603,7 +603,42 @@ def _stamp_via(req: Request, source: Source) -> None:
         req.headers.prepend("Via", str(stamped))
 
 
+def _stamp_not_needed(top: str, source_host: str) -> bool:
+    """Cheap check for the common case: no rport and sent-by is literally the source IP (with any
+    port), so §18.2.1 adds nothing. A False answer only means "parse the Via and decide"."""
+    if "rport" in top.lower() or not _is_ip(source_host):
+        return False
+    parts = top.partition(";")[0].split()
+    if len(parts) != 2 or not parts[0].startswith("SIP/2.0/"):
+        return False
+    sent_by = parts[1]
+    if sent_by == source_host:
+        return True
+    host, colon, port = sent_by.rpartition(":")
+    return bool(colon) and host == source_host and port.isdigit()
+
+
+# Source addresses come from the kernel and repeat per peer: parse each once (bounded).
+_IP_CACHE: dict[str, bool] = {}
+
+
+def _is_ip(host: str) -> bool:
+    known = _IP_CACHE.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(_IP_CACHE) >= 4096:
+            _IP_CACHE.clear()
+        _IP_CACHE[host] = known
+    return known
+
+
 def _same_address(sent_by_host: str, source_host: str) -> bool:
+    if sent_by_host == source_host:
+        return _is_ip(source_host)
     try:
         return ipaddress.ip_address(sent_by_host) == ipaddress.ip_address(source_host)
     except ValueError:
