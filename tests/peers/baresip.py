@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -65,7 +66,8 @@ class Baresip:
             raise ValueError("transport='tls' needs tls=(cert, key)")
         self.name = name
         self.host = host
-        self.port = port if port is not None else free_port("both", host)
+        self._auto_port = port is None
+        self.port = port if port is not None else _free_port_pair(host)
         self.transport = transport
         self._keep = workdir is not None
         self.dir = (
@@ -75,6 +77,7 @@ class Baresip:
         self.rec_dir.mkdir(parents=True, exist_ok=True)
         self.tls = tls
         audio_path = audio or write_tone_wav(self.dir / "tone.wav", seconds=duration + 10)
+        self._config_args = (audio_path, record, srtp, ca, extra_config)
         self._write_config(audio_path, record=record, srtp=srtp, ca=ca, extra=extra_config)
         self._write_account(answer=answer, srtp=srtp, extra=account_params)
         (self.dir / "contacts").write_text("")
@@ -184,15 +187,31 @@ class Baresip:
     # -- lifetime ----------------------------------------------------------------------------------
 
     def __enter__(self) -> Baresip:
-        self.process.start()
-        try:
-            wait_port(self.host, self.port, "udp", timeout=10.0, process=self.process)
-            if self.tls is not None:
-                wait_port(self.host, self.tls_port, "tcp", timeout=10.0, process=self.process)
-        except BaseException:
-            self.process.kill()
-            raise
-        return self
+        # A port chosen here can be taken by another process before baresip binds it (exit 98,
+        # EADDRINUSE): with an automatic port, choose again and retry a few times.
+        for attempt in range(3):
+            self.process.start()
+            try:
+                wait_port(self.host, self.port, "udp", timeout=10.0, process=self.process)
+                if self.tls is not None:
+                    wait_port(self.host, self.tls_port, "tcp", timeout=10.0, process=self.process)
+            except PeerError:
+                self.process.kill()
+                if not self._auto_port or attempt == 2 or "status 98" not in str(self._exit_note()):
+                    raise
+                self.port = _free_port_pair(self.host)
+                audio, record, srtp, ca, extra = self._config_args
+                self._write_config(audio, record=record, srtp=srtp, ca=ca, extra=extra)
+                continue
+            except BaseException:
+                self.process.kill()
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    def _exit_note(self) -> str:
+        code = self.process.returncode
+        return f"status {code}" if code is not None else ""
 
     def __exit__(
         self,
@@ -206,3 +225,22 @@ class Baresip:
             print(self.process.log_tail(), file=sys.stderr)
         elif not self._keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _free_port_pair(host: str) -> int:
+    """A port free for UDP and TCP whose successor is free for TCP too (baresip's TLS port)."""
+    for _ in range(50):
+        port = free_port("both", host)
+        if port < 65535 and _tcp_bindable(host, port + 1):
+            return port
+    raise PeerError("no free port pair for baresip")
+
+
+def _tcp_bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
