@@ -140,6 +140,7 @@ _DATE_RE = re.compile(
 # warning-value = warn-code SP warn-agent SP warn-text; warn-code = 3DIGIT (RFC 4475 scalarlg).
 _WARNING_RE = re.compile(r'\d{3} [^\s"]+ "(?:[^"\\]|\\.)*"\Z')
 _MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+/[A-Za-z0-9\-.!%*_+`'~]+\s*(;.*)?\Z")
+_TAG_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")  # token (§25.1), the common tag form
 _DELTA_MAX = 2**32 - 1  # delta-seconds upper bound (§20.19, RFC 4475 scalar02)
 
 
@@ -200,9 +201,23 @@ def _check_request_uri(text: str) -> None:
 
 
 def _check_name_addr(value: str) -> None:
-    if value not in _valid_name_addrs:
-        parse_name_addr(value)
-        _remember(_valid_name_addrs, value)
+    if value in _valid_name_addrs:
+        return
+    # From/To differ per call only by their tag (§19.3). A valid name-addr followed by one more
+    # header parameter ";tag=TOKEN" is itself valid, so the tagless part is what gets cached.
+    base, sep, tag = value.rpartition(";tag=")
+    if sep and _TAG_RE.match(tag):
+        if base in _valid_name_addrs:
+            return
+        parse_name_addr(value)  # the whole value's own error, if any
+        try:
+            parse_name_addr(base)
+        except SipError:
+            return
+        _remember(_valid_name_addrs, base)
+        return
+    parse_name_addr(value)
+    _remember(_valid_name_addrs, value)
 
 
 def _check_contacts(values: list[str]) -> bool:
