@@ -1,0 +1,613 @@
+"""RTP/RTCP sockets and the 20 ms media clock for one call: the asyncio edge of ``media/``.
+
+``RtpPortPool`` hands out (RTP, RTCP) port pairs: an even RTP port and RTCP on the next one
+(RFC 3550 §11). ``MediaSession`` owns one pair for one call. It builds its own SDP offer or answer
+(so the real port and, over TLS, SDES keys go out, RFC 4568), negotiates (RFC 3264), then runs:
+
+- a drift-free 20 ms clock (``MediaClock`` deadlines through ``loop.call_at``) that pulls one frame
+  from ``source`` (None = silence), encodes it (or sends RFC 4733 events while a key is pressed),
+  and pops one frame from the jitter buffer into ``sink``;
+- non-blocking sockets read through ``loop.add_reader``: SRTP unprotect, RTP parse, RFC 3550 A.1
+  statistics, telephone-events to ``on_dtmf``, audio decoded into the jitter buffer;
+- symmetric RTP (RFC 4961, and the common "latching" practice behind NATs): once the first valid
+  packet arrives from the SDP host (or from anywhere when ``accept_any_source``), we send to the
+  address it came from;
+- RTCP SR/RR + SDES every ~5 s (RFC 3550 §6.2 minimum interval, randomised per §6.3.1), RTT from
+  the peer's report blocks, BYE on close;
+- a no-media timeout: ``no_media_timeout`` seconds without RTP calls ``on_timeout`` (not while the
+  peer holds the call, i.e. when we do not receive).
+
+Everything here is synchronous (no task per call): sockets are bound with plain ``socket`` calls
+so the SDP can carry the port inside the SIP handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..media.clock import MediaClock
+from ..media.codecs import Codec as MediaCodec
+from ..media.codecs import codec_for
+from ..media.dtmf import DtmfReceiver, DtmfSender
+from ..media.frames import AudioFrame, MediaError, silence
+from ..media.jitter import JitterBuffer
+from ..media.rtcp import (
+    Bye,
+    ReceiverReport,
+    ReportBlock,
+    SenderReport,
+    make_report,
+    ntp_from_unix,
+    ntp_middle,
+    parse_compound,
+    round_trip_time,
+)
+from ..media.rtp import ReceiverStats, RtpPacket, RtpSender
+from ..media.srtp import CryptoAttribute as SrtpCrypto
+from ..media.srtp import SrtpChannel, SrtpSuite, answer_crypto, make_crypto
+from ..sip.sdp import (
+    Codec,
+    CryptoAttribute,
+    NegotiatedMedia,
+    NotAcceptableHere,
+    SessionDescription,
+    build_answer,
+    build_offer,
+    negotiate,
+    parse_sdp,
+)
+
+log = logging.getLogger("ifescalate.rtp")
+
+Rand = Callable[[int], bytes]
+FrameSource = Callable[[], AudioFrame | None]
+FrameSink = Callable[[AudioFrame], None]
+
+_MAX_DATAGRAM = 2048
+_READ_BURST = 64  # datagrams per readable event: bounded so one flood cannot starve the loop
+_RTCP_INTERVAL = 5.0
+
+
+class RtpPortError(OSError):
+    """No free (RTP, RTCP) port pair in the pool's range."""
+
+
+# ------------------------------------------------------------------------------------------ ports
+
+
+class RtpPortPool:
+    """Even RTP ports in ``[start, end]`` with RTCP on port + 1 (RFC 3550 §11).
+
+    ``bind`` tries pairs from a rotating cursor (a just-freed pair is not reused at once, so late
+    packets of the last call do not reach the next one); a pair is used only when both sockets
+    bind, else the next pair is tried.
+    """
+
+    def __init__(self, start: int = 40000, end: int = 49999) -> None:
+        first = start + (start & 1)
+        if not 0 < first < end <= 65535:
+            raise ValueError(f"RTP port range {start}-{end} holds no even/odd pair")
+        self.start = first
+        self.end = end
+        self._next = first
+        self.in_use: set[int] = set()
+
+    @property
+    def size(self) -> int:
+        """Number of pairs in the range."""
+        return (self.end - self.start + 1) // 2
+
+    def bind(self, host: str) -> tuple[int, socket.socket, socket.socket]:
+        """Bind a free pair on ``host``: ``(rtp_port, rtp_socket, rtcp_socket)``, non-blocking."""
+        for _ in range(self.size):
+            port = self._next
+            self._next = port + 2 if port + 3 <= self.end else self.start
+            if port in self.in_use:
+                continue
+            pair = _bind_pair(host, port)
+            if pair is not None:
+                self.in_use.add(port)
+                return port, pair[0], pair[1]
+        raise RtpPortError(f"no free RTP/RTCP port pair in {self.start}-{self.end} on {host}")
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for p in (port, port + 1):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setblocking(False)
+            sock.bind((host, p))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        return None
+    return socks[0], socks[1]
+
+
+# ----------------------------------------------------------------------------------------- config
+
+
+@dataclass(slots=True)
+class MediaConfig:
+    """How calls get media (``UaConfig.media``); None there keeps the SIP-only path."""
+
+    port_start: int = 40000
+    port_end: int = 49999
+    #: Seconds without RTP before ``on_timeout`` (the UA hangs up); 0 disables.
+    no_media_timeout: float = 30.0
+    #: Latch to the first valid RTP from any address, not only from the SDP host (NAT without ALG).
+    accept_any_source: bool = False
+    #: "auto": RTP/SAVP with SDES on TLS calls, RTP/AVP otherwise; "off": never offer SRTP;
+    #: "mandatory": always offer RTP/SAVP.
+    srtp: Literal["auto", "off", "mandatory"] = "auto"
+    #: Called with every session when its call's media starts (attach source, sink, on_dtmf).
+    on_start: Callable[[MediaSession], None] | None = None
+
+
+@dataclass(slots=True)
+class MediaCounters:
+    """What a session saw, for logs and the TERMINATED witness entry."""
+
+    sent: int = 0
+    received: int = 0
+    dropped_source: int = 0
+    """Datagrams from an address that is neither the SDP host nor the latched one."""
+    dropped_invalid: int = 0
+    """Datagrams that failed SRTP authentication or RTP parsing, or carried an unknown type."""
+    dtmf: int = 0
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    rtt: float | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- session
+
+
+class MediaSession:
+    """One call's audio stream; see the module docstring. Create, offer/answer, ``start``, ``close``."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: RtpPortPool,
+        host: str,
+        *,
+        config: MediaConfig | None = None,
+        rand: Rand = os.urandom,
+        call_id: str = "",
+    ) -> None:
+        self.loop = loop
+        self.pool = pool
+        self.host = host
+        self.config = config or MediaConfig()
+        self.rand = rand
+        self.call_id = call_id
+        self.port, self._rtp_sock, self._rtcp_sock = pool.bind(host)
+        self.source: FrameSource | None = None
+        self.sink: FrameSink | None = None
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_timeout: Callable[[], None] | None = None
+        self.on_close: list[Callable[[], None]] = []
+        self.counters = MediaCounters()
+        self.negotiated: NegotiatedMedia | None = None
+        self.codec: MediaCodec | None = None
+        self.srtp: SrtpChannel | None = None
+        self.remote_rtp: tuple[str, int] | None = None
+        self.remote_rtcp: tuple[str, int] | None = None
+        self.latched = False
+        self.started = False
+        self.closed = False
+        self._offer: SessionDescription | None = None
+        self._offered_crypto: SrtpCrypto | None = None
+        self._rx_pts: set[int] = set()
+        self._rx_event_pt: int | None = None
+        self._sender: RtpSender | None = None
+        self._dtmf_tx: DtmfSender | None = None
+        self._dtmf_rx: DtmfReceiver | None = None
+        self._jitter: JitterBuffer | None = None
+        self._stats: ReceiverStats | None = None
+        self._clock: MediaClock | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_rx = 0.0
+        self._next_rtcp = 0.0
+        self._packets_at_report = 0
+        self._cname = f"{self.rand(6).hex()}@ifescalate"
+
+    @property
+    def rtcp_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def ssrc(self) -> int | None:
+        """Our RTP SSRC once started (RFC 3550 §8.1: random)."""
+        return self._sender.ssrc if self._sender is not None else None
+
+    @property
+    def clock_rate(self) -> int:
+        """PCM rate of the frames ``source`` gives and ``sink`` takes (the codec's)."""
+        return self.codec.clock_rate if self.codec is not None else 8000
+
+    # -- offer / answer (RFC 3264, RFC 4568) --------------------------------------------------------
+
+    def offer(
+        self, *, address: str, codecs: Sequence[Codec], session_id: int, secure: bool
+    ) -> bytes:
+        """Our offer: this session's port; RTP/SAVP with a fresh SDES key when ``secure``."""
+        crypto: list[CryptoAttribute] = []
+        profile = "RTP/AVP"
+        if self._wants_srtp(secure):
+            self._offered_crypto = make_crypto(1, SrtpSuite.AES_CM_128_HMAC_SHA1_80, self.rand)
+            crypto.append(CryptoAttribute.parse(str(self._offered_crypto)))
+            profile = "RTP/SAVP"
+        self._offer = build_offer(
+            address=address,
+            port=self.port,
+            codecs=codecs,
+            session_id=session_id,
+            session_version=session_id,
+            crypto=crypto,
+            profile=profile,
+        )
+        return self._offer.to_bytes()
+
+    def _wants_srtp(self, secure: bool) -> bool:
+        mode = self.config.srtp
+        return mode == "mandatory" or (mode == "auto" and secure)
+
+    def answer(
+        self, offer: bytes, *, address: str, codecs: Sequence[Codec], session_id: int
+    ) -> bytes:
+        """Answer ``offer`` and negotiate; raises NotAcceptableHere (488) / SipParseError."""
+        parsed = parse_sdp(offer)
+        crypto_answer = self._crypto_answer(parsed)
+        answer = build_answer(
+            parsed,
+            address=address,
+            port=self.port,
+            codecs=codecs,
+            session_id=session_id,
+            crypto_answer=crypto_answer,
+        )
+        self._configure(negotiate(parsed, answer, role="answerer"), answer)
+        return answer.to_bytes()
+
+    def _crypto_answer(self, offer: SessionDescription) -> CryptoAttribute | None:
+        secured = [m for m in offer.media if m.media == "audio" and m.proto == "RTP/SAVP"]
+        if not secured or self.config.srtp == "off":
+            return None
+        try:
+            _, ours = answer_crypto([str(c) for c in secured[0].crypto], self.rand)
+        except MediaError as exc:
+            raise NotAcceptableHere(f"no acceptable SRTP crypto: {exc}") from None
+        return CryptoAttribute.parse(str(ours))
+
+    def accept_answer(self, answer: bytes) -> None:
+        """The peer's answer to :meth:`offer`; raises NotAcceptableHere / SipParseError."""
+        if self._offer is None:
+            raise NotAcceptableHere("an answer arrived for no offer")
+        offer = self._offer
+        self._configure(negotiate(offer, parse_sdp(answer), role="offerer"), offer)
+
+    def _configure(self, nm: NegotiatedMedia, local: SessionDescription) -> None:
+        try:
+            codec = codec_for(nm.codec.name, nm.codec.payload_type)
+            if nm.local_crypto is not None and nm.remote_crypto is not None:
+                self.srtp = SrtpChannel(
+                    SrtpCrypto.parse(str(nm.local_crypto)), SrtpCrypto.parse(str(nm.remote_crypto))
+                )
+        except MediaError as exc:
+            raise NotAcceptableHere(f"cannot run the negotiated media: {exc}") from None
+        if nm.profile == "RTP/SAVP" and self.srtp is None:
+            raise NotAcceptableHere("RTP/SAVP negotiated without usable keys")
+        self.negotiated, self.codec = nm, codec
+        # We receive with the numbers our own SDP listed (RFC 3264 §6.1), send with the peer's.
+        ours = local.media[nm.index].codecs
+        self._rx_pts = {c.payload_type for c in ours if c.matches(nm.codec)}
+        self._rx_pts.add(nm.codec.payload_type)
+        events = [c.payload_type for c in ours if c.is_telephone_event]
+        self._rx_event_pt = events[0] if events else nm.telephone_event
+        if not nm.rtcp_mux:
+            self.remote_rtcp = (nm.remote_rtcp_address, nm.remote_rtcp_port)
+        self.remote_rtp = (nm.remote_address, nm.remote_port)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the clock and the readers (idempotent); needs a negotiated stream."""
+        if self.started or self.closed:
+            return
+        nm, codec = self.negotiated, self.codec
+        if nm is None or codec is None:
+            raise RuntimeError("start() before the offer/answer completed")
+        self.started = True
+        self._sender = RtpSender(codec.payload_type, codec.rtp_clock_rate, rand=self.rand)
+        if nm.telephone_event is not None:
+            self._dtmf_tx = DtmfSender(self._sender, nm.telephone_event)
+        self._dtmf_rx = DtmfReceiver(self._rx_event_pt if self._rx_event_pt is not None else -1)
+        self._jitter = JitterBuffer(codec.clock_rate)
+        now = self.loop.time()
+        self._last_rx = now
+        self._next_rtcp = now + _RTCP_INTERVAL / 2  # §6.2: the first report after half the minimum
+        self._clock = MediaClock(now)
+        self.loop.add_reader(self._rtp_sock.fileno(), self._read_rtp)
+        self.loop.add_reader(self._rtcp_sock.fileno(), self._read_rtcp)
+        if self.config.on_start is not None:
+            self.config.on_start(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        assert self._clock is not None
+        self._timer = self.loop.call_at(self._clock.next_deadline(), self._on_clock)
+
+    def _on_clock(self) -> None:
+        if self.closed or self._clock is None:
+            return
+        now = self.loop.time()
+        ticks = self._clock.advance(now)
+        for _ in range(ticks.due):
+            self._tick(now)
+            if self.closed:
+                return
+        if ticks.skipped and self._sender is not None:
+            # Media time keeps running while we were late (RFC 3550 §5.1 timestamps are sampling time).
+            self._sender.skip(self._sender.frame_samples * ticks.skipped)
+        self._housekeeping(now)
+        if not self.closed:
+            self._arm()
+
+    def _tick(self, now: float) -> None:
+        nm = self.negotiated
+        assert nm is not None
+        if nm.sends and self.remote_rtp is not None:
+            self._send_media()
+        if self._jitter is not None:
+            frame = self._jitter.pop(now)
+            if frame is not None and self.sink is not None:
+                self.sink(frame)
+
+    def _send_media(self) -> None:
+        sender, codec = self._sender, self.codec
+        assert sender is not None and codec is not None
+        if self._dtmf_tx is not None and self._dtmf_tx.busy:
+            packet = self._dtmf_tx.tick()
+            if packet is not None:
+                self._send_rtp(packet)
+                return
+        frame = self.source() if self.source is not None else None
+        if frame is None:
+            frame = silence(codec.clock_rate)
+        self._send_rtp(sender.send_frame(codec.encode(frame)))
+
+    def _send_rtp(self, packet: RtpPacket) -> None:
+        data = bytes(packet)
+        if self.srtp is not None:
+            data = self.srtp.protect(data)
+        assert self.remote_rtp is not None
+        if _sendto(self._rtp_sock, data, self.remote_rtp):
+            self.counters.sent += 1
+
+    def _housekeeping(self, now: float) -> None:
+        nm = self.negotiated
+        timeout = self.config.no_media_timeout
+        # Only a two-way stream must carry RTP: a peer that holds us (sendonly/inactive) may be silent.
+        if (
+            timeout > 0
+            and nm is not None
+            and nm.direction == "sendrecv"
+            and now - self._last_rx > timeout
+        ):
+            log.info("call %s: no RTP for %.0f s", self.call_id, timeout)
+            self._last_rx = now  # report once per period, not at every tick
+            if self.on_timeout is not None:
+                self.on_timeout()
+            return
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+            # §6.3.1: randomise to [0.5, 1.5) of the interval so participants do not synchronise.
+            self._next_rtcp = now + _RTCP_INTERVAL * (0.5 + self.rand(1)[0] / 256)
+
+    # -- receiving RTP ----------------------------------------------------------------------------
+
+    def _read_rtp(self) -> None:
+        for _ in range(_READ_BURST):
+            try:
+                data, addr = self._rtp_sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. ICMP port unreachable surfaced as ECONNREFUSED: nothing to read
+            self._on_rtp(data, (addr[0], addr[1]), self.loop.time())
+
+    def _source_ok(self, addr: tuple[str, int]) -> bool:
+        if self.latched:
+            return addr == self.remote_rtp
+        expected = self.remote_rtp[0] if self.remote_rtp is not None else None
+        return self.config.accept_any_source or addr[0] == expected
+
+    def _on_rtp(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """One datagram on the RTP port (public for tests: feed bytes as if they arrived)."""
+        if not self._source_ok(addr):
+            self.counters.dropped_source += 1
+            return
+        try:
+            if self.srtp is not None:
+                data = self.srtp.unprotect(data)
+            packet = RtpPacket.parse(data)
+        except MediaError:
+            self.counters.dropped_invalid += 1
+            return
+        pt = packet.payload_type
+        if pt not in self._rx_pts and pt != self._rx_event_pt:
+            self.counters.dropped_invalid += 1  # comfort noise, RTCP on a muxed port, garbage
+            return
+        if not self.latched:
+            # RFC 4961 symmetric RTP: answer to where valid media comes from, once it has come.
+            self.latched = True
+            self.remote_rtp = addr
+            if self.remote_rtcp is not None and self.config.accept_any_source:
+                self.remote_rtcp = (addr[0], addr[1] + 1)
+        self.counters.received += 1
+        self._last_rx = now
+        self._account(packet, now)
+        if pt == self._rx_event_pt:
+            self._on_event(packet)
+        else:
+            self._on_audio(packet, now)
+
+    def _account(self, packet: RtpPacket, now: float) -> None:
+        stats = self._stats
+        if stats is None or stats.ssrc != packet.ssrc:
+            rate = self.codec.rtp_clock_rate if self.codec is not None else 8000
+            # The source came through signalling, so no A.1 probation is needed.
+            stats = self._stats = ReceiverStats(packet.ssrc, rate, probation=0)
+        stats.update(packet.sequence, packet.timestamp, now)
+
+    def _on_event(self, packet: RtpPacket) -> None:
+        assert self._dtmf_rx is not None
+        for key in self._dtmf_rx.feed(packet):
+            self.counters.dtmf += 1
+            log.info("call %s: DTMF %s", self.call_id, key.key)
+            if self.on_dtmf is not None:
+                self.on_dtmf(key.key)
+
+    def _on_audio(self, packet: RtpPacket, now: float) -> None:
+        assert self.codec is not None and self._jitter is not None
+        try:
+            frame = self.codec.decode(packet.payload)
+            self._jitter.push(packet.sequence, packet.timestamp, frame, now, ssrc=packet.ssrc)
+        except MediaError:
+            self.counters.dropped_invalid += 1
+
+    # -- RTCP (RFC 3550 §6) -----------------------------------------------------------------------
+
+    def _read_rtcp(self) -> None:
+        for _ in range(_READ_BURST):
+            try:
+                data, _addr = self._rtcp_sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._on_rtcp(data, self.loop.time())
+
+    def _on_rtcp(self, data: bytes, now: float) -> None:
+        try:
+            if self.srtp is not None:
+                data = self.srtp.unprotect_rtcp(data)
+            packets = parse_compound(data)
+        except MediaError:
+            self.counters.dropped_invalid += 1
+            return
+        self.counters.rtcp_received += 1
+        arrival = ntp_from_unix(time.time())
+        for packet in packets:
+            stats = self._stats
+            if isinstance(packet, SenderReport) and stats is not None and packet.ssrc == stats.ssrc:
+                stats.note_sender_report(ntp_middle(packet.ntp_timestamp), now)
+            if isinstance(packet, SenderReport | ReceiverReport):
+                self._note_blocks(packet.reports, arrival)
+
+    def _note_blocks(self, blocks: Sequence[ReportBlock], arrival: int) -> None:
+        ssrc = self._sender.ssrc if self._sender is not None else None
+        for block in blocks:
+            if block.ssrc == ssrc:
+                rtt = round_trip_time(block, arrival)
+                if rtt is not None:
+                    self.counters.rtt = rtt
+
+    def _report(self, now: float) -> bytes:
+        sender = self._sender
+        assert sender is not None
+        sent_since = sender.packet_count != self._packets_at_report
+        self._packets_at_report = sender.packet_count
+        sources = [self._stats] if self._stats is not None else []
+        return make_report(
+            sender.ssrc,
+            self._cname,
+            sources,
+            now,
+            sender=sender if sent_since else None,
+            ntp_timestamp=ntp_from_unix(time.time()),
+        )
+
+    def _send_rtcp(self, now: float, extra: bytes = b"") -> None:
+        if self.remote_rtcp is None or self._sender is None:
+            return
+        data = self._report(now) + extra
+        if self.srtp is not None:
+            data = self.srtp.protect_rtcp(data)
+        if _sendto(self._rtcp_sock, data, self.remote_rtcp):
+            self.counters.rtcp_sent += 1
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def send_dtmf(self, key: str, duration_ms: int = 100) -> None:
+        """Queue an RFC 4733 key press; raises MediaError without negotiated telephone-event."""
+        if self._dtmf_tx is None:
+            raise MediaError("the peer did not accept telephone-event: cannot send DTMF")
+        self._dtmf_tx.press(key, duration_ms)
+
+    def stats(self) -> dict[str, object]:
+        """Figures for logs: packets, loss, jitter (ms), RTT (s), jitter-buffer counters."""
+        out: dict[str, object] = {
+            "port": self.port,
+            "codec": self.codec.name if self.codec is not None else None,
+            "srtp": self.srtp is not None,
+            "sent": self.counters.sent,
+            "received": self.counters.received,
+            "dropped": self.counters.dropped_source + self.counters.dropped_invalid,
+            "dtmf": self.counters.dtmf,
+            "rtt": self.counters.rtt,
+        }
+        if self._stats is not None:
+            out["lost"] = self._stats.cumulative_lost
+            out["jitter_ms"] = round(self._stats.jitter * 1000 / self._stats.clock_rate, 2)
+        if self._jitter is not None:
+            out["concealed"] = self._jitter.stats.concealed
+        return out
+
+    def close(self) -> None:
+        """Send RTCP BYE (§6.6), stop the clock and the readers, free the ports (idempotent)."""
+        if self.closed:
+            return
+        if self.started:
+            with contextlib.suppress(MediaError):
+                assert self._sender is not None
+                self._send_rtcp(self.loop.time(), bytes(Bye((self._sender.ssrc,))))
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for sock in (self._rtp_sock, self._rtcp_sock):
+            if self.started:
+                with contextlib.suppress(ValueError, OSError):
+                    self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self.pool.release(self.port)
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
+
+
+def _sendto(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> bool:
+    """Best effort: a full buffer or an unreachable peer loses this packet, as UDP would."""
+    try:
+        sock.sendto(data, addr)
+    except OSError:
+        return False
+    return True
