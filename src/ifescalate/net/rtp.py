@@ -156,6 +156,13 @@ class MediaConfig:
     srtp: Literal["auto", "off", "mandatory"] = "auto"
     #: Called with every session when its call's media starts (attach source, sink, on_dtmf).
     on_start: Callable[[MediaSession], None] | None = None
+    _pool: RtpPortPool | None = field(default=None, repr=False)
+
+    def port_pool(self) -> RtpPortPool:
+        """The pool every session of this configuration takes its ports from (made on first use)."""
+        if self._pool is None:
+            self._pool = RtpPortPool(self.port_start, self.port_end)
+        return self._pool
 
 
 @dataclass(slots=True)

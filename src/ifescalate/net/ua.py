@@ -37,6 +37,8 @@ from ..sip.transaction import Send, Timeout
 from ..sip.uri import SipUri, parse_uri
 from ..sip.validate import check_accept, check_content, check_method, check_require
 from .endpoint import ClientTx, ServerTx, SipEndpoint, Target
+from .media_session import answer_with_media, offer_with_media, start_media
+from .rtp import MediaConfig, MediaSession
 from .timers import Timed
 from .transport import Source
 
@@ -88,6 +90,8 @@ class UaConfig:
     #: Address put in SDP (c=) and Contact; defaults to the listener's host.
     media_host: str | None = None
     media_port: int = 40000
+    #: RTP for every call (net/rtp.py); None: SDP names media_port and no RTP flows (SIP only).
+    media: MediaConfig | None = None
     auth_key: bytes = field(default_factory=lambda: IdGenerator().token(32).encode())
 
 
@@ -108,6 +112,7 @@ class Call:
         "invite",
         "invite_tx",
         "local_sdp",
+        "media",
         "remote_sdp",
         "retransmitter",
         "source",
@@ -123,6 +128,7 @@ class Call:
         self.call_id = invite.call_id
         self.dialog: Dialog | None = None
         self.invite_tx: ServerTx | ClientTx | None = None
+        self.media: MediaSession | None = None
         self.source: Source | None = None
         self.target: Target | None = None
         self.local_sdp: bytes = b""
@@ -153,6 +159,8 @@ class Call:
         self.end_reason = reason
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(reason)
+        if self.media is not None:
+            self.media.close()
         self.ua._forget(self)
 
     async def hangup(self) -> None:
@@ -409,10 +417,13 @@ class UserAgent:
         self.dialogs.add(dialog)
         self.stats["answered"] += 1
         self._start_2xx_retransmission(call, resp)
+        start_media(self, call, None)  # early: latching needs our first packets
         return call
 
     def _sdp_answer(self, call: Call, transport: str) -> bytes:
         sid = int.from_bytes(bytes.fromhex(self.ids.token(4)), "big")
+        if self.config.media is not None:
+            return answer_with_media(self, call, transport, AUDIO_CODECS, sid)
         if call.invite.body:
             # Identical offers are parsed and answered once; only o= changes per call.
             return self._answers.answer(
@@ -472,6 +483,7 @@ class UserAgent:
         call = self.calls.get(ack.call_id)
         if call is None or call.direction != "in":
             return  # §17.2.1: an ACK that matches nothing is dropped
+        start_media(self, call, ack.body)  # the answer is in the ACK when our 2xx offered
         rtx = self._rtx.pop(call.call_id, None)
         if rtx is not None:
             rtx.ack_received()
@@ -659,6 +671,9 @@ class UserAgent:
     ) -> Call:
         """Place a call; returns the established Call or raises CallFailed with the final status."""
         target = target or target_for_uri(uri)
+        media = None
+        if sdp is None and self.config.media is not None:
+            media, sdp = offer_with_media(self, target.transport, AUDIO_CODECS)
         body = sdp if sdp is not None else self._sdp_offer(target.transport)
         invite = self._out_of_dialog(
             "INVITE", uri, target, headers=headers, body=body, content_type="application/sdp"
@@ -666,6 +681,7 @@ class UserAgent:
         call = Call(self, invite, "out")
         call.target = target
         call.local_sdp = body
+        call.media = media
         self.calls[call.call_id] = call
         try:
             resp = await self._invite(call, target, on_provisional)
@@ -712,6 +728,7 @@ class UserAgent:
         dialog = Dialog.from_uac_response(call.invite, resp)
         call.dialog = dialog
         call.remote_sdp = resp.body
+        start_media(self, call, resp.body)
         self.dialogs.add(dialog)
         self.ep.loop.create_task(self._send_ack(call, resp))
 
