@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .api.tokens_cli import add_tokens_parser, run_tokens
 from .guard import GuardError
 from .guard.cli import add_experts_parser, run_experts
+from .net.media_session import cli_media_config
 from .net.runner import (
     AgentOptions,
     read_auth,
@@ -51,6 +52,14 @@ def _add_tls(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not verify the server certificate (development only)",
     )
+
+
+def _add_media(p: argparse.ArgumentParser, *, echo: bool) -> None:
+    p.add_argument("--play", metavar="WAV", help="send this 16-bit WAV to the other side, looped")
+    p.add_argument("--record", metavar="WAV", help="record what the other side sends")
+    if echo:
+        p.add_argument("--echo", action="store_true", help="send back what the other side sends")
+    p.add_argument("--media", action="store_true", help="run RTP even without play/record/echo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("--ring-ms", type=int, default=0, help="send 180 and wait before 200")
     answer.add_argument("--verbose", action="store_true", help="print a line per call")
     _add_tls(answer)
+    _add_media(answer, echo=True)
 
     call = sip.add_parser("call", help="place one call")
     call.add_argument("uri")
@@ -123,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--listen", type=_listen, action="append", default=[])
     _add_tls(call)
+    _add_media(call, echo=False)
 
     options = sip.add_parser("options", help="send OPTIONS and print the answer")
     options.add_argument("uri")
@@ -145,6 +156,12 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
     )
     if getattr(args, "auth_algorithms", None):
         config.auth_algorithms = tuple(args.auth_algorithms)
+    play, record, echo = (getattr(args, k, None) for k in ("play", "record", "echo"))
+    if play or record or echo or getattr(args, "media", False):
+        # With any media option every call runs RTP (net/rtp.py); else SIP only.
+        config.media = cli_media_config(
+            play=play, record=record, echo=bool(echo), verbose=getattr(args, "verbose", False)
+        )
     return AgentOptions(
         listen=list(args.listen),
         tls=tls_options(args.tls_cert, args.tls_key, args.tls_ca, args.tls_insecure),
