@@ -268,12 +268,26 @@ def name_addr_params(value: str) -> dict[str, str | None]:
     return out
 
 
+# name_addr_tag results by value: a call's From and To recur in every message of the call and are
+# asked for their tag several times per message (dialog ID, transaction matching). A pure function
+# of the string; cleared when full to stay bounded.
+_TAGS: dict[str, str | None] = {}
+_TAGS_MAX = 8192
+
+
 def name_addr_tag(value: str | None) -> str | None:
     """The ``tag`` parameter of a From or To value (§19.3), or None."""
     if value is None:
         return None
-    tag = name_addr_params(value).get("tag")
-    return tag or None
+    try:
+        return _TAGS[value]
+    except KeyError:
+        pass
+    tag = name_addr_params(value).get("tag") or None
+    if len(_TAGS) >= _TAGS_MAX:
+        _TAGS.clear()
+    _TAGS[value] = tag
+    return tag
 
 
 def strip_tag(value: str) -> str:

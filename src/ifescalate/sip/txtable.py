@@ -48,6 +48,22 @@ def parse_top_via(message: Request | Response) -> tuple[str, str, str]:
     via = message.headers.first("Via")
     if not via:
         raise SipParseError("missing Via header")
+    known = _TOP_VIAS.get(via)
+    if known is None:
+        known = _parse_top_via(via)
+        if len(_TOP_VIAS) >= _TOP_VIAS_MAX:
+            _TOP_VIAS.clear()
+        _TOP_VIAS[via] = known
+    return known
+
+
+# parse_top_via results by Via value: one request's top Via is keyed two or three times (lookup,
+# new transaction, merge check) and its ACK/CANCEL/retransmissions repeat it. Bounded.
+_TOP_VIAS: dict[str, tuple[str, str, str]] = {}
+_TOP_VIAS_MAX = 8192
+
+
+def _parse_top_via(via: str) -> tuple[str, str, str]:
     head, _, params = via.partition(";")
     slash = head.rfind("/")
     parts = head[slash + 1 :].split(None, 1)
@@ -65,6 +81,11 @@ def parse_top_via(message: Request | Response) -> tuple[str, str, str]:
     return branch, sent_by, via.strip()
 
 
+# header_tag results by value (a call's From/To recur in each of its messages); bounded.
+_TAGS: dict[str, str] = {}
+_TAGS_MAX = 8192
+
+
 def header_tag(value: str | None) -> str:
     """The ``tag`` parameter of a From or To value, "" when absent (§19.3).
 
@@ -73,6 +94,16 @@ def header_tag(value: str | None) -> str:
     """
     if not value:
         return ""
+    tag = _TAGS.get(value)
+    if tag is None:
+        tag = _header_tag(value)
+        if len(_TAGS) >= _TAGS_MAX:
+            _TAGS.clear()
+        _TAGS[value] = tag
+    return tag
+
+
+def _header_tag(value: str) -> str:
     gt = value.rfind(">")
     tail = value[gt + 1 :] if gt >= 0 else value
     semi = tail.find(";")
