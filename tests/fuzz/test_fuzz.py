@@ -14,12 +14,13 @@ import os
 from pathlib import Path
 
 import pytest
-
-from fuzz import corpus
 from fuzz.engine import Stats, check, cpu_timer, fuzz
 from fuzz.targets import BY_NAME, TARGETS, Target
+
+from fuzz import corpus
 from ifescalate.sip.errors import SipError, SipParseError
 from ifescalate.sip.message import parse_cseq
+from ifescalate.sip.sdp import parse_sdp
 from tests.fuzz.conftest import SUMMARY
 
 REGRESSIONS = Path(corpus.REPO_ROOT / "fuzz" / "regressions")
@@ -130,3 +131,29 @@ def test_cseq_with_thousands_of_digits_is_a_parse_error() -> None:
     with pytest.raises(SipParseError, match="out of range"):
         parse_cseq("12345678901 INVITE")
     assert parse_cseq("2147483647 INVITE") == (2147483647, "INVITE")
+
+
+_SDP = "v=0\r\no={o}\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nb=AS:{b}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n{a}"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"o": "- " + "1" * 10_000 + " 1 IN IP4 192.0.2.1"},
+        {"b": "9" * 5000},
+        {"a": "a=rtpmap:0 PCMU/" + "8" * 5000 + "\r\n"},
+        {"a": "a=rtpmap:0 PCMU/8000/" + "1" * 5000 + "\r\n"},
+    ],
+    ids=["origin", "bandwidth", "rtpmap-rate", "rtpmap-channels"],
+)
+def test_sdp_numbers_with_thousands_of_digits_are_parse_errors(fields: dict[str, str]) -> None:
+    # Found by the fuzzer: int() of a 10,000-digit sess-id raised ValueError, not SipParseError.
+    values = {"o": "- 1 1 IN IP4 192.0.2.1", "b": "64", "a": ""} | fields
+    with pytest.raises(SipParseError):
+        sdp = parse_sdp(_SDP.format(**values))
+        _ = [m.codecs for m in sdp.media]  # rtpmap lines are read when the codecs are asked for
+
+
+def test_sdp_numbers_up_to_64_bits_still_parse() -> None:
+    values = {"o": f"- {2**64 - 1} {2**63} IN IP4 192.0.2.1", "b": "64", "a": ""}
+    assert parse_sdp(_SDP.format(**values)).origin.session_id == 2**64 - 1

@@ -444,7 +444,7 @@ def _direction_of(attributes: Sequence[Attribute]) -> Direction | None:
 _LINE_RE = re.compile(r"([a-z])=(.*)\Z")
 # RFC 8866 §9 att-field = token (RFC 3261 token characters).
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+\Z")
-_RTPMAP_RE = re.compile(r"([0-9]{1,3}) +([^/\s]+)/([0-9]+)(?:/([0-9]+))?\s*\Z")
+_RTPMAP_RE = re.compile(r"([0-9]{1,3}) +([^/\s]+)/([0-9]{1,40})(?:/([0-9]{1,40}))?\s*\Z")
 _SESSION_KINDS = "vosiuepcbtrzka"
 _SESSION_ONCE = "vosiuczk"
 _MEDIA_KINDS = "micbka"
@@ -634,9 +634,16 @@ def _payload_type(text: str, where: str | None = None) -> int:
     return int(text)
 
 
+# int() refuses strings of over 4300 digits with ValueError (CPython's int_max_str_digits). No SDP
+# number needs more than 20 digits (64 bits, the NTP-style sess-id of RFC 8866 §5.2), so a longer
+# run of digits is malformed (fuzz finding: a 10,000-digit sess-id).
+_MAX_DIGITS = 40
+
+
 def _is_digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts superscripts and non-Latin digits."""
-    return text.isascii() and text.isdigit()
+    """At most _MAX_DIGITS ASCII digits (str.isdigit() also accepts superscripts and non-Latin
+    digits)."""
+    return len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()
 
 
 def _is_port(text: str) -> bool:
