@@ -106,6 +106,7 @@ VALID_SDP: tuple[bytes, ...] = (
     b"a=inactive\r\n",
 )
 
+
 def rfc4475_dir() -> Path:
     """The torture corpus directory; raises FileNotFoundError naming every place looked at."""
     tried: list[Path] = []

@@ -60,7 +60,6 @@ class Violation:
         return f"[{self.target}] {error}\n  input ({len(self.data)} bytes, {where}):\n  {shown}\n{trace}"
 
 
-
 @dataclass(slots=True)
 class Stats:
     target: str
@@ -98,25 +97,28 @@ def cpu_timer() -> Iterator[None]:
         signal.signal(signal.SIGVTALRM, previous)
 
 
-def signature(outcome: BaseException | None) -> str:
+def signature(outcome: BaseException | None, label: str | None = None) -> str:
     if outcome is None:
-        return "ok"
+        return f"ok:{label}"[:120]
     return f"{type(outcome).__name__}:{_BLANKS.sub('_', str(outcome))[:80]}"
 
 
-def execute(target: Target, data: bytes, per_input: float) -> tuple[BaseException | None, float]:
-    """Run one input under the CPU timer; return (exception or None, wall seconds)."""
+def execute(
+    target: Target, data: bytes, per_input: float
+) -> tuple[BaseException | None, str | None, float]:
+    """Run one input under the CPU timer; return (exception or None, label, wall seconds)."""
+    label = None
     start = time.perf_counter()
     signal.setitimer(signal.ITIMER_VIRTUAL, per_input)
     try:
-        target.run(data)
+        label = target.run(data)
     except BaseException as exc:  # classified by the caller: allowed, hang, or a bug
         outcome: BaseException | None = exc
     else:
         outcome = None
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-    return outcome, time.perf_counter() - start
+    return outcome, label, time.perf_counter() - start
 
 
 def save(violation: Violation, directory: Path = CRASH_DIR) -> None:
@@ -132,14 +134,14 @@ def save(violation: Violation, directory: Path = CRASH_DIR) -> None:
 
 def check(target: Target, data: bytes, per_input: float) -> tuple[str, Violation | None, float]:
     """Run one input; return (signature, violation or None, wall seconds)."""
-    outcome, wall = execute(target, data, per_input)
+    outcome, label, wall = execute(target, data, per_input)
     if isinstance(outcome, Hang) or wall > per_input:
         error = f"hang: over {per_input} s for one input (wall {wall:.2f} s)"
         return "hang", Violation(target.name, data, error, ""), wall
     if isinstance(outcome, KeyboardInterrupt | SystemExit):
         raise outcome
     if outcome is None or isinstance(outcome, target.allowed):
-        return signature(outcome), None, wall
+        return signature(outcome, label), None, wall
     trace = "".join(traceback.format_exception(outcome))
     error = f"{type(outcome).__name__}: {outcome}"
     return signature(outcome), Violation(target.name, data, error, trace), wall

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 MAX_INPUT = 70_000  # a little over the 65,535-byte message limit, so the limit paths run too
 
+# fmt: off
 # Bytes and tokens that sit on grammar boundaries of SIP, URIs, digest and SDP.
 TOKENS: tuple[bytes, ...] = (
     b"\r\n", b"\n", b"\r", b"\r\n ", b"\r\n\t", b"\r\n\r\n", b" ", b"\t", b"\x00", b"\x7f",
@@ -40,6 +41,8 @@ INTERESTING_NUMBERS: tuple[bytes, ...] = (
     b" 5", b"5 ", b"\xd9\xa3", b"\xef\xbc\x91", b"\xc2\xb2", b"1_000", b"",
 )
 
+# fmt: on
+
 _CONTENT_LENGTH_RE = re.compile(rb"(?im)^(content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 _NUMBER_RE = re.compile(rb"\d+")
 
@@ -61,7 +64,9 @@ def set_byte(data: bytes, rng: random.Random, _: Sequence[bytes]) -> bytes:
     if not data:
         return bytes([rng.randrange(256)])
     i = rng.randrange(len(data))
-    value = rng.choice((0, 9, 10, 13, 32, 34, 44, 58, 59, 60, 62, 127, 128, 255, rng.randrange(256)))
+    value = rng.choice(
+        (0, 9, 10, 13, 32, 34, 44, 58, 59, 60, 62, 127, 128, 255, rng.randrange(256))
+    )
     return data[:i] + bytes([value]) + data[i + 1 :]
 
 
@@ -197,11 +202,13 @@ def case_change(data: bytes, rng: random.Random, _: Sequence[bytes]) -> bytes:
     return data[:i] + data[i:j].swapcase() + data[j:]
 
 
+# fmt: off
 MUTATIONS: tuple[Mutation, ...] = (
     flip_bit, set_byte, insert_token, insert_token, delete_range, duplicate_range, truncate,
     huge_value, splice, splice_line, duplicate_line, delete_line, swap_lines, new_header,
     crlf_game, content_length_lie, number_change, number_change, case_change,
-)  # fmt: skip
+)
+# fmt: on
 
 
 def mutate(data: bytes, rng: random.Random, pool: Sequence[bytes]) -> bytes:

@@ -8,6 +8,7 @@ targets also serialize it and parse the result again: what we send must be what 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import zlib
 from collections.abc import Callable
@@ -37,7 +38,11 @@ def text(data: bytes) -> str:
 # -- SIP messages ------------------------------------------------------------------------------
 
 
-def run_message(data: bytes) -> None:
+def _label(msg: Request | Response) -> str:
+    return msg.method if isinstance(msg, Request) else str(msg.status)
+
+
+def run_message(data: bytes) -> str | None:
     """A datagram: parse, serialize, and parse the serialization again."""
     msg = parse_message(data)
     wire = msg.to_bytes()
@@ -47,36 +52,41 @@ def run_message(data: bytes) -> None:
         raise RoundTripError(f"serialized message does not parse: {exc!r}\n{wire!r}") from exc
     if type(again) is not type(msg) or again.body != msg.body:
         raise RoundTripError(f"message changed in a round trip: {wire!r}")
+    return _label(msg)
 
 
-def run_validate(data: bytes) -> None:
+def run_validate(data: bytes) -> str | None:
     """A datagram through the UAS/UAC checks of sip.validate."""
     msg = parse_message(data)
     if isinstance(msg, Request):
         validate_request(msg)
     else:
         validate_response(msg)
+    return _label(msg)
 
 
 FRAMER_MAX = 8192  # small, so the size limits are reached by mutated inputs
 
 
-def run_framer(data: bytes) -> None:
+def run_framer(data: bytes) -> str | None:
     """The input twice on one stream, cut into chunks chosen from the input itself (replayable)."""
     rng = random.Random(zlib.crc32(data))
     stream = data + data
     framer = StreamFramer(max_size=FRAMER_MAX)
+    kinds: list[str] = []
     pos = 0
     while pos < len(stream):
         size = rng.choice((1, 2, 3, 7, 64, 500, 4096, len(stream)))
         chunk = stream[pos : pos + size]
         pos += len(chunk)
         for item in framer.feed(chunk):
+            kinds.append(type(item).__name__)
             if isinstance(item, Request | Response):
                 item.to_bytes()
         if framer.buffered > FRAMER_MAX + len(chunk):
             raise AssertionError(f"framer holds {framer.buffered} bytes, limit {FRAMER_MAX}")
     framer.feed(b"")
+    return ",".join(kinds)
 
 
 # -- header grammars ---------------------------------------------------------------------------
@@ -102,7 +112,7 @@ def _round_trip_params(params: dict[str, str | None]) -> None:
         raise RoundTripError(f"params {wire!r} parse back as {again!r}")
 
 
-def run_uri(data: bytes) -> None:
+def run_uri(data: bytes) -> str | None:
     value = text(data)
     try:
         parsed = uri.parse_uri(value, any_scheme=True)
@@ -114,9 +124,10 @@ def run_uri(data: bytes) -> None:
     parsed = uri.parse_uri(value)
     _round_trip("URI", parsed, uri.parse_uri)
     _ = parsed.transport, parsed.host_port
+    return f"{parsed.scheme}:{sorted(parsed.params)}:{sorted(parsed.headers)}"
 
 
-def run_headers(data: bytes) -> None:
+def run_headers(data: bytes) -> str | None:
     """One value through every header grammar (each parser is run; the first error is raised)."""
     value = text(data)
     failure: SipError | None = None
@@ -141,6 +152,7 @@ def run_headers(data: bytes) -> None:
             _round_trip_params(parsed)
     if failure is not None:
         raise failure
+    return "all"
 
 
 # -- digest ------------------------------------------------------------------------------------
@@ -149,9 +161,7 @@ DIGEST_NOW = 1_000.0
 _SERVER = digest.DigestServer(
     "biloxi.example.com", b"k" * 32, rand=lambda n: b"\x01" * n, allow_rfc2069=True
 )
-_HA1 = {
-    alg: digest.ha1("bob", "biloxi.example.com", "zanzibar", alg) for alg in ("SHA-256", "MD5")
-}
+_HA1 = {alg: digest.ha1("bob", "biloxi.example.com", "zanzibar", alg) for alg in ("SHA-256", "MD5")}
 
 
 def _lookup(username: str, realm: str, algorithm: str) -> str | None:
@@ -171,27 +181,34 @@ def digest_seeds() -> list[bytes]:
     return out
 
 
-def run_digest(data: bytes) -> None:
-    """Server verify never raises (it answers MALFORMED); the parsers raise SipError only."""
+def run_digest(data: bytes) -> str | None:
+    """The parsers and the client's challenge handling raise SipError only."""
     value = text(data)
-    # A fresh counter per input: replays across inputs would only make the fuzzer less deep.
+    with contextlib.suppress(SipError):
+        digest.DigestClient("bob", "zanzibar", rand=lambda n: b"\x03" * n).answer(
+            [value], "INVITE", "sip:bob@biloxi.example.com", body=b"x"
+        )
+    digest.parse_challenges(value)
+    scheme, params = digest.parse_auth_header(value)
+    return f"{scheme}:{','.join(sorted(params))}"
+
+
+def run_digest_verify(data: bytes) -> str | None:
+    """DigestServer.verify never raises (bad credentials are MALFORMED); the reasons are the
+    feedback, so mutations of valid credentials walk every refusal."""
+    value = text(data)
+    # A fresh nonce-count store per input: replays across inputs would only hide deeper paths.
     server = digest.DigestServer(
         "biloxi.example.com", b"k" * 32, rand=lambda n: b"\x01" * n, allow_rfc2069=True
     )
+    reasons = []
     for method in ("INVITE", "REGISTER"):
         result = server.verify(
             method, value, _lookup, DIGEST_NOW + 1, request_uri="sip:bob@biloxi.example.com"
         )
-        server.verify(method, value, _lookup, DIGEST_NOW + 1)
-        _ = result.ok, result.reason
-    try:
-        digest.DigestClient("bob", "zanzibar", rand=lambda n: b"\x03" * n).answer(
-            [value], "INVITE", "sip:bob@biloxi.example.com", body=b"x"
-        )
-    except SipError:
-        pass
-    digest.parse_challenges(value)
-    digest.parse_auth_header(value)
+        again = server.verify(method, value, _lookup, DIGEST_NOW + 1, body=b"x")
+        reasons.append(f"{result.reason.name}/{again.reason.name}")
+    return ",".join(reasons)
 
 
 # -- SDP ---------------------------------------------------------------------------------------
@@ -199,7 +216,7 @@ def run_digest(data: bytes) -> None:
 _OUR_CODECS = (sdp.OPUS, sdp.PCMU, sdp.PCMA, sdp.TELEPHONE_EVENT)
 
 
-def run_sdp(data: bytes) -> None:
+def run_sdp(data: bytes) -> str | None:
     """An offer from the network: parse, read every derived field, answer it, negotiate."""
     offer = sdp.parse_sdp(data)
     wire = offer.to_bytes()
@@ -218,7 +235,8 @@ def run_sdp(data: bytes) -> None:
     answer = sdp.build_answer(
         offer, address="198.51.100.7", port=40000, codecs=_OUR_CODECS, session_id=7
     )
-    sdp.negotiate(offer, answer, role="answerer")
+    agreed = sdp.negotiate(offer, answer, role="answerer")
+    return f"{len(offer.media)}:{agreed.direction}:{len(agreed.codecs)}"
 
 
 # -- media -------------------------------------------------------------------------------------
@@ -246,19 +264,23 @@ RTCP_SEEDS: tuple[bytes, ...] = (
 )
 
 
-def run_rtp(data: bytes) -> None:
+def run_rtp(data: bytes) -> str | None:
     packet = RtpPacket.parse(data)
     # Padding octets other than the count carry nothing (RFC 3550 §5.1) and are written as
     # zeros, so the packet, not the bytes, must survive the round trip.
     wire = bytes(packet)
     if RtpPacket.parse(wire) != packet or len(wire) != len(data):
         raise RoundTripError(f"RTP packet {data.hex()} serializes as {wire.hex()}")
+    return f"{len(packet.csrcs)}:{packet.extension is not None}:{packet.padding > 0}"
 
 
-def run_rtcp(data: bytes) -> None:
+def run_rtcp(data: bytes) -> str | None:
+    kinds = []
     for packet in parse_compound(data, require_report_first=False):
         bytes(packet)
+        kinds.append(type(packet).__name__)
     parse_compound(data)
+    return ",".join(kinds)
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -267,7 +289,7 @@ def run_rtcp(data: bytes) -> None:
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
-    run: Callable[[bytes], None]
+    run: Callable[[bytes], str | None]  # returns a label of the path taken, for feedback
     allowed: tuple[type[BaseException], ...]
     seeds: Callable[[], list[bytes]]
 
@@ -308,6 +330,7 @@ TARGETS: tuple[Target, ...] = (
     Target("uri", run_uri, (SipError,), _uri_seeds),
     Target("headers", run_headers, (SipError,), _header_seeds),
     Target("digest", run_digest, (SipError,), _digest_seeds),
+    Target("verify", run_digest_verify, (), _digest_seeds),
     Target("sdp", run_sdp, (SipError,), _sdp_seeds),
     Target("rtp", run_rtp, (MediaError,), lambda: list(RTP_SEEDS)),
     Target("rtcp", run_rtcp, (MediaError,), lambda: list(RTCP_SEEDS)),
