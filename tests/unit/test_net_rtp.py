@@ -18,7 +18,7 @@ import pytest
 from ifescalate.media.frames import AudioFrame
 from ifescalate.media.rtcp import Bye, parse_compound
 from ifescalate.media.rtp import RtpPacket, RtpSender
-from ifescalate.net.rtp import MediaConfig, MediaSession, RtpPortError, RtpPortPool
+from ifescalate.net.rtp import MediaConfig, MediaSession, Rechunker, RtpPortError, RtpPortPool
 from ifescalate.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, NotAcceptableHere
 
 HOST = "127.0.0.1"
@@ -312,3 +312,23 @@ async def test_close_frees_ports_and_stops_sending() -> None:
             again.bind((HOST, p))  # the sockets are closed
     listener.close()
     rtcp.close()
+
+
+def test_rechunker_cuts_30_ms_packets_into_20_ms_frames_on_the_timeline() -> None:
+    chunker = Rechunker(160)
+    ramp = np.arange(720, dtype=np.int16)
+    ts0 = 0xFFFFFF00  # the timestamp wraps inside the run
+    out = [
+        chunker.feed((ts0 + i * 240) % (1 << 32), ramp[i * 240 : (i + 1) * 240]) for i in range(3)
+    ]
+    assert [(ts, len(f)) for ts, f in out] == [
+        (ts0, 160),
+        ((ts0 + 160) % (1 << 32), 320),
+        ((ts0 + 480) % (1 << 32), 160),
+    ]
+    # 80 samples wait for the next packet.
+    assert np.array_equal(np.concatenate([f for _, f in out]), ramp[:640])
+    # A gap: the partial frame is dropped and the new packet starts the timeline again.
+    chunker.feed(0, ramp[:240])  # 80 samples left over at ts 160
+    ts, frames = chunker.feed(1000, ramp[:240])
+    assert ts == 1000 and np.array_equal(frames, ramp[:160])

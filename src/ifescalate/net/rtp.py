@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from ..media.clock import MediaClock
 from ..media.codecs import Codec as MediaCodec
 from ..media.codecs import codec_for
@@ -50,7 +52,7 @@ from ..media.rtcp import (
     parse_compound,
     round_trip_time,
 )
-from ..media.rtp import ReceiverStats, RtpPacket, RtpSender
+from ..media.rtp import ReceiverStats, RtpPacket, RtpSender, ts_add
 from ..media.srtp import CryptoAttribute as SrtpCrypto
 from ..media.srtp import SrtpChannel, SrtpSuite, answer_crypto, make_crypto
 from ..sip.sdp import (
@@ -227,6 +229,7 @@ class MediaSession:
         self._dtmf_tx: DtmfSender | None = None
         self._dtmf_rx: DtmfReceiver | None = None
         self._jitter: JitterBuffer | None = None
+        self._rechunk = Rechunker(160)
         self._stats: ReceiverStats | None = None
         self._clock: MediaClock | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -347,6 +350,7 @@ class MediaSession:
             self._dtmf_tx = DtmfSender(self._sender, nm.telephone_event)
         self._dtmf_rx = DtmfReceiver(self._rx_event_pt if self._rx_event_pt is not None else -1)
         self._jitter = JitterBuffer(codec.clock_rate)
+        self._rechunk = Rechunker(self._jitter.frame_samples)
         now = self.loop.time()
         self._last_rx = now
         self._next_rtcp = now + _RTCP_INTERVAL / 2  # §6.2: the first report after half the minimum
@@ -495,8 +499,13 @@ class MediaSession:
     def _on_audio(self, packet: RtpPacket, now: float) -> None:
         assert self.codec is not None and self._jitter is not None
         try:
-            frame = self.codec.decode(packet.payload)
-            self._jitter.push(packet.sequence, packet.timestamp, frame, now, ssrc=packet.ssrc)
+            decoded = self.codec.decode(packet.payload)
+            timestamp, frames = packet.timestamp, decoded
+            if len(decoded) % self._jitter.frame_samples:
+                # A peer packetizing at another ptime (30 ms from SIPp's pcaps): cut into 20 ms.
+                timestamp, frames = self._rechunk.feed(packet.timestamp, decoded)
+            if len(frames):
+                self._jitter.push(packet.sequence, timestamp, frames, now, ssrc=packet.ssrc)
         except MediaError:
             self.counters.dropped_invalid += 1
 
@@ -609,6 +618,30 @@ class MediaSession:
         callbacks, self.on_close = self.on_close, []
         for callback in callbacks:
             callback()
+
+
+class Rechunker:
+    """Cuts decoded audio of any packet length into whole 20 ms frames on the RTP timeline.
+
+    Contiguous packets (each timestamp where the previous one ended) carry their remainder over; a
+    gap or reordering drops the partial frame, which the jitter buffer then conceals. Assumes one
+    RTP timestamp unit per PCM sample (true for G.711; RFC 3551 §4.5.2 G.722 differs).
+    """
+
+    def __init__(self, frame_samples: int) -> None:
+        self.frame = frame_samples
+        self._pending: AudioFrame = silence(8000)[:0]
+        self._start: int | None = None
+
+    def feed(self, timestamp: int, samples: AudioFrame) -> tuple[int, AudioFrame]:
+        """``(timestamp of the first whole frame, whole frames concatenated)``; may be empty."""
+        if self._start is None or ts_add(self._start, len(self._pending)) != timestamp:
+            self._pending, self._start = samples[:0], timestamp
+        buffered = np.concatenate((self._pending, samples))
+        whole = len(buffered) // self.frame * self.frame
+        start = self._start
+        self._pending, self._start = buffered[whole:], ts_add(start, whole)
+        return start, buffered[:whole]
 
 
 def _sendto(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> bool:
