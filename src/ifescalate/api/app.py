@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from ..council import Council
 from ..escalation.model import (
     EscalationService,
     InvalidRequest,
@@ -40,7 +41,7 @@ from ..escalation.model import (
 )
 from ..guard import ExpertNotFound, ExpertValidationError, Registry, RegistryError
 from ..observability import CONTENT_TYPE, Metrics, log_context
-from . import escalations, experts, witness
+from . import agent_media, escalations, experts, witness
 from .auth import Scope, TokenStore
 from .common import (
     DEPS,
@@ -245,6 +246,7 @@ def _add_routes(router: web.UrlDispatcher) -> None:
     get("/v1/escalations/{id}", escalations.get_escalation)
     router.add_delete("/v1/escalations/{id}", escalations.cancel_escalation)
     get("/v1/escalations/{id}/events", escalations.stream_events)
+    get("/v1/escalations/{id}/media", agent_media.agent_media)
     get("/v1/experts", experts.list_experts)
     router.add_post("/v1/experts", experts.create_expert)
     get("/v1/experts/{id}", experts.get_expert)
@@ -264,16 +266,20 @@ def build_app(
     metrics: Metrics,
     readiness: Readiness,
     config: ApiConfig | None = None,
+    council: Council | None = None,
 ) -> web.Application:
     """The API as an aiohttp application; run it on the SIP endpoint's loop with an ``AppRunner``
     (pass ``access_log=None``: the ``observe`` middleware already logs each request as JSON).
 
-    ``readiness()`` returns ``{check name: None if passing else why it fails}``.
+    ``readiness()`` returns ``{check name: None if passing else why it fails}``. ``council``: the
+    rooms agents join over ``/v1/escalations/{id}/media`` (None: that route answers 503).
     """
     cfg = config or ApiConfig()
     app = web.Application(
         middlewares=[observe, authenticate, domain_errors], client_max_size=cfg.max_body_bytes
     )
     app[DEPS] = Deps(service, registry, witness_reader, tokens, metrics, readiness, cfg)
+    if council is not None:
+        app[agent_media.COUNCIL] = council
     _add_routes(app.router)
     return app
