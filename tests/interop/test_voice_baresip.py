@@ -119,12 +119,6 @@ def test_we_call_baresip_over_tls_with_srtp(
     assert_tone(out, 440)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="our 2xx to a sip:;transport=tls INVITE carries a sips: Contact (ua._contact); libre cannot "
-    "send the ACK to a sips: target ('session closed: Function not implemented'). RFC 3261 §8.1.1.8 "
-    "only requires sips: when the Request-URI is sips:, so sip:...;transport=tls would interoperate.",
-)
 def test_baresip_calls_our_tls_answerer_with_srtp(
     tmp_path: Path, tones: tuple[Path, Path], dev_cert: tuple[Path, Path]
 ) -> None:

@@ -269,11 +269,14 @@ class UserAgent:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _contact(self, transport: str) -> str:
+    def _contact(self, transport: str, *, secure: bool = False) -> str:
+        """Our Contact: ``sips:`` only when the dialog is secure (the Request-URI was sips,
+        §8.1.1.8, §12.1.1); otherwise ``sip:`` with the transport named, so a peer that reached
+        us over TLS for a sip: URI keeps using TLS without being asked for sips end to end."""
         host, port = self.ep.local_address(transport)
         host = f"[{host}]" if ":" in host else host
-        scheme = "sips" if transport == "TLS" else "sip"
-        suffix = "" if transport in ("UDP", "TLS") else f";transport={transport.lower()}"
+        scheme = "sips" if secure else "sip"
+        suffix = "" if transport == "UDP" or secure else f";transport={transport.lower()}"
         return f"<{scheme}:{self.config.user}@{host}:{port}{suffix}>"
 
     def _extra(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -366,7 +369,9 @@ class UserAgent:
             call.dialog = Dialog.from_uas_request(
                 request,
                 local_tag=self.ids.tag(),
-                local_contact=self._contact(source.transport),
+                local_contact=self._contact(
+                    source.transport, secure=request.uri.lower().startswith("sips:")
+                ),
                 over_tls=source.transport == "TLS",
             )
         except SipError as exc:
@@ -539,7 +544,8 @@ class UserAgent:
         elif method == "INVITE":
             # A re-INVITE (hold, refresh): answer with our current session (§14.2).
             body = call.local_sdp if call is not None else b""
-            headers = [("Contact", self._contact(source.transport))]
+            secure = request.uri.lower().startswith("sips:")
+            headers = [("Contact", self._contact(source.transport, secure=secure))]
             if body:
                 headers.append(("Content-Type", "application/sdp"))
             resp = make_response(request, 200, headers=headers, body=body)
@@ -610,7 +616,11 @@ class UserAgent:
             via_port=port,
             transport=target.transport,
             branch=self.ids.branch(),
-            contact=self._contact(target.transport) if method == "INVITE" else None,
+            contact=(
+                self._contact(target.transport, secure=uri.lower().startswith("sips:"))
+                if method == "INVITE"
+                else None
+            ),
             headers=self._extra(list(headers or [])),
             body=body,
             content_type=content_type,
