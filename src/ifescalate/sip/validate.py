@@ -239,41 +239,45 @@ def _check_contacts(values: list[str]) -> bool:
 def _check_common(h: Headers) -> bool:
     """Checks shared by requests and responses; returns True when Contact is ``*``."""
     # One pass over the fields for presence and repetition (multi01), not one scan per name.
-    seen: set[str] = set()
-    for key, _canon, _value in h._items:
-        if key in _SINGLE_SET and key in seen:
-            raise SipParseError(f"{key} header appears more than once")
-        seen.add(key)
+    # ``first``: each header's first value, so later checks need no further scans.
+    first: dict[str, str] = {}
+    for key, _canon, value in h._items:
+        if key in first:
+            if key in _SINGLE_SET:
+                raise SipParseError(f"{key} header appears more than once")
+        else:
+            first[key] = value
     for name, key in _MANDATORY_KEYS:
-        if key not in seen:
+        if key not in first:
             raise SipParseError(f"missing mandatory {name} header (§8.1.1)")
     vias = h.values("Via")
     if not vias:
         raise SipParseError("missing Via header (§8.1.1.7)")
     for via in vias:
         parse_via(via)
-    call_id = h.get("Call-ID") or ""
+    call_id = first["call-id"]
     if not _CALLID_RE.match(call_id):
         raise SipParseError(f"malformed Call-ID: {call_id!r}")
-    parse_cseq(h.get("CSeq"))
-    _check_name_addr(h.get("From") or "")
-    _check_name_addr(h.get("To") or "")
-    star = _check_contacts(h.values("Contact")) if "contact" in seen else False
-    _check_scalars(h)
+    parse_cseq(first["cseq"])
+    _check_name_addr(first["from"])
+    _check_name_addr(first["to"])
+    star = _check_contacts(h.values("Contact")) if "contact" in first else False
+    _check_scalars(h, first)
     return star
 
 
-def _check_scalars(h: Headers) -> None:
-    expires = h.get("Expires")
+def _check_scalars(h: Headers, first: dict[str, str]) -> None:
+    expires = first.get("expires")
     if expires is not None:
         _delta_seconds(expires, "Expires")
-    date = h.get("Date")
+    date = first.get("date")
     if date is not None and not _DATE_RE.match(date):
         raise SipParseError(f"malformed Date (RFC 1123, GMT only, §20.17): {date!r}")
-    for warning in h.values("Warning"):
-        if not _WARNING_RE.match(warning):
-            raise SipParseError(f"malformed Warning: {warning!r}")
-    ctype = h.get("Content-Type")
+    if "warning" in first:
+        for warning in h.values("Warning"):
+            if not _WARNING_RE.match(warning):
+                raise SipParseError(f"malformed Warning: {warning!r}")
+    ctype = first.get("content-type")
     if ctype is not None and not _MEDIA_TYPE_RE.match(ctype):
         raise SipParseError(f"malformed Content-Type: {ctype!r}")
 
