@@ -162,6 +162,11 @@ class SipEndpoint:
         self._sweeper: asyncio.TimerHandle | None = None
         # Sweep at least twice per idle timeout so a connection lives at most 1.5x its limit.
         self._sweep_every = min(1.0, max(0.05, idle_timeout / 2))
+        # Finished transactions leave the table when they report Terminated; the full-table purge
+        # is only a safety net, so it runs every ~30 s rather than on each sweep (it scans every
+        # live transaction: ~100k at 3,000 calls/s with 32 s Timer L/J).
+        self._purge_every = max(1, round(_PURGE_SECONDS / self._sweep_every))
+        self._sweeps = 0
         self._sentinels: dict[int, _ServerEntry | _ClientEntry] = {}
         self._closing = False
         self._counted: set[int] = set()
@@ -299,7 +304,9 @@ class SipEndpoint:
             if now - conn.last_activity > self.idle_timeout:
                 self.stats["idle_closed"] += 1
                 conn.abort()
-        self.table.purge()
+        self._sweeps += 1
+        if self._sweeps % self._purge_every == 0:
+            self.table.purge()
         if not self._closing:
             self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
@@ -582,6 +589,9 @@ class SipEndpoint:
             # §18.2.2: without rport, the port named in Via (default 5060), at the source address.
             port = _via_port(top_via) or 5060
         source.udp.send(data, source.host, port)
+
+
+_PURGE_SECONDS = 30.0
 
 
 def _no_fire(now: float) -> None:
