@@ -528,7 +528,11 @@ def parse_head(
     text = text.lstrip("\r\n")
     if "\n " in text or "\n\t" in text:
         text = _FOLD_RE.sub(" ", text)
-    lines = text.split("\n")
+    if text.count("\n") == text.count("\r\n"):
+        lines = text.split("\r\n")  # every line ends in CRLF: the usual case, split once
+    else:
+        # Bare LF line ends (§7.5 robustness): drop one CR before each LF, as CRLF splitting does.
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
     first = lines[0].rstrip("\r")
     msg = _parse_start_line(first)
     if len(lines) - 1 > max_headers:
@@ -536,8 +540,7 @@ def parse_head(
     items: list[tuple[str, str, str]] = []
     content_length: int | None = None
     names = _NAMES
-    for raw in lines[1:]:
-        line = raw[:-1] if raw.endswith("\r") else raw
+    for line in lines[1:]:
         colon = line.find(":")
         if colon <= 0:
             raise SipParseError(f"malformed header line: {line!r}")
