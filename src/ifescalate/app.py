@@ -17,12 +17,13 @@ from pathlib import Path
 from aiohttp import web
 
 from .api import ApiConfig, Scope, StoreWitnessReader, TokenStore, build_app
-from .config import Settings
+from .config import ConfigError, Settings
 from .escalation.service import EscalationServiceImpl, EscalationSettings
 from .escalation.store import EscalationStore
 from .guard import Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
 from .net.devcert import dev_tls_cert
 from .net.endpoint import SipEndpoint
+from .net.rtp import MediaConfig
 from .net.tls import TlsOptions, client_context, server_context
 from .net.transport import ListenSpec
 from .net.ua import UaConfig, UserAgent
@@ -163,6 +164,7 @@ class App:
                 auth_password=auth_password,
                 ring_ms=sip.ring_ms,
                 media_host=sip.media_host,
+                media=self._media_config(),
             )
         )
         tls = self._tls_options()
@@ -176,6 +178,19 @@ class App:
                 spec, server_ctx if spec.transport == "TLS" else None
             )
             self.started.sip.append(bound)
+
+    def _media_config(self) -> MediaConfig | None:
+        m = self.settings.media
+        if not m.enabled:
+            return None
+        if m.srtp not in ("auto", "off", "mandatory"):
+            raise ConfigError(f"media.srtp must be auto, off or mandatory, not {m.srtp!r}")
+        return MediaConfig(
+            port_start=m.port_start,
+            port_end=m.port_end,
+            no_media_timeout=m.no_media_timeout,
+            srtp=m.srtp,  # type: ignore[arg-type]
+        )
 
     async def _start_api(self) -> None:
         assert self.service is not None and self.registry is not None and self.witness is not None

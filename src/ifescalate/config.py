@@ -44,6 +44,18 @@ class SipSettings:
 
 
 @dataclass(slots=True)
+class MediaSettings:
+    #: RTP for expert calls (SDP with real ports, DTMF verdicts by RFC 4733); off: SIP only.
+    enabled: bool = True
+    port_start: int = 40000
+    port_end: int = 49999
+    #: Seconds without RTP before the call is ended (0: never).
+    no_media_timeout: float = 30.0
+    #: "auto": SRTP (SDES) on TLS calls; "off"; "mandatory".
+    srtp: str = "auto"
+
+
+@dataclass(slots=True)
 class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -72,6 +84,7 @@ class Settings:
     log_level: str = "INFO"
     sip: SipSettings = field(default_factory=SipSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
 
     @property
@@ -79,7 +92,12 @@ class Settings:
         return Path(self.data_dir)
 
 
-_SECTIONS = {"sip": SipSettings, "api": ApiSettings, "escalation": EscalationConfig}
+_SECTIONS = {
+    "sip": SipSettings,
+    "api": ApiSettings,
+    "escalation": EscalationConfig,
+    "media": MediaSettings,
+}
 
 _ENV = {
     "IFESCALATE_DATA_DIR": ("data_dir", str),

@@ -24,6 +24,7 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/escalations/{id}"): {CO, OP, AU},
     ("DELETE", "/v1/escalations/{id}"): {CO, OP},
     ("GET", "/v1/escalations/{id}/events"): {CO, OP, AU},
+    ("GET", "/v1/escalations/{id}/media"): {CO},
     ("GET", "/v1/experts"): {AU, OP},
     ("POST", "/v1/experts"): {OP},
     ("GET", "/v1/experts/{id}"): {AU, OP},

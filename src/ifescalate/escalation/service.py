@@ -415,6 +415,9 @@ class EscalationServiceImpl:
         """The expert's leg is up (we called, or they called in): track it until it ends."""
         esc.calls[index] = call
         self._by_call[call.call_id] = esc.machine.escalation_id
+        if call.media is not None:
+            # RFC 4733 telephone-events from the expert's leg carry the verdict.
+            call.media.on_dtmf = lambda key: self._dtmf(esc, key)
         self._feed(esc, esc.machine.answered(index, self.clock()))
         connected = self.clock()
         reason = await call.wait_ended()
@@ -518,8 +521,13 @@ class EscalationServiceImpl:
         if esc is None or esc.machine.state is not EscalationState.CONNECTED:
             return
         digit = _dtmf_digit(request.headers.get("Content-Type") or "", request.body)
-        verdict = DTMF_VERDICTS.get(digit or "")
-        if verdict is not None:
+        if digit is not None:
+            self._dtmf(esc, digit)
+
+    def _dtmf(self, esc: _Escalation, digit: str) -> None:
+        """A key from the expert (RFC 4733 event or SIP INFO): 1 approve, 2 reject, 3 more info."""
+        verdict = DTMF_VERDICTS.get(digit)
+        if verdict is not None and esc.machine.state is EscalationState.CONNECTED:
             self._feed(esc, esc.machine.verdict(verdict, self.clock()))
 
     # -- views ------------------------------------------------------------------------------------------
