@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .api import ApiConfig, Scope, StoreWitnessReader, TokenStore, build_app
 from .config import ConfigError, Settings
+from .council import Council
 from .escalation.service import EscalationServiceImpl, EscalationSettings
 from .escalation.store import EscalationStore
 from .guard import Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
@@ -67,6 +68,7 @@ class App:
         self.endpoint: SipEndpoint | None = None
         self.store: EscalationStore | None = None
         self.service: EscalationServiceImpl | None = None
+        self.council: Council | None = None
         self.tokens: TokenStore | None = None
         self.runner: web.AppRunner | None = None
         self.started = Started()
@@ -83,6 +85,7 @@ class App:
         assert self.witness is not None and self.guard is not None and self.ua is not None
         assert self.registry is not None
         self.store = EscalationStore.in_data_dir(self.data_dir)
+        self.council = Council(recording_dir=self.data_dir / "recordings")
         esc = self.settings.escalation
         self.service = EscalationServiceImpl(
             guard=self.guard,
@@ -91,9 +94,13 @@ class App:
             store=self.store,
             signer=signer,
             settings=EscalationSettings(
-                ring_timeout=esc.ring_timeout, deadline=esc.deadline, max_duration=esc.max_duration
+                ring_timeout=esc.ring_timeout,
+                deadline=esc.deadline,
+                max_duration=esc.max_duration,
+                record=esc.record,
             ),
             metrics=self.metrics,
+            council=self.council,
         )
         self.service.accept_call_in(self.registry, realm=self.settings.sip.realm)
         failed = await self.service.recover()
@@ -210,6 +217,7 @@ class App:
             metrics=self.metrics,
             readiness=self.readiness,
             config=ApiConfig(hazards=tuple(self.settings.hazards)),
+            council=self.council,
         )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()

@@ -66,6 +66,8 @@ class EscalationConfig:
     ring_timeout: float = 30.0
     deadline: float = 300.0
     max_duration: float = 3600.0
+    #: Record each council room to DATA_DIR/recordings (policy: off unless enabled).
+    record: bool = False
 
 
 @dataclass(slots=True)

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..council import Council, RoomEvent
 from ..guard import Candidate, Guard, Registry
+from ..net.rtp import MediaSession
 from ..net.ua import Call, CallFailed, IncomingCall, UserAgent
 from ..witness.core import EventType, Signer
 from ..witness.service import Witness
+from .bridge import Bridge
 from .callin import CallInRejection, DigestLookup, choose_escalation, source_allowed
 from .machine import (
     CancelRing,
@@ -58,6 +61,8 @@ class EscalationSettings:
     deadline: float = 300.0
     max_duration: float = 3600.0
     actor: str = "ifescalate"
+    #: Record the council room to WAV (its SHA-256 goes into the TERMINATED entry).
+    record: bool = False
 
 
 class _Escalation:
@@ -80,6 +85,7 @@ class _Escalation:
         self.worker: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()
         self.connected_at: float | None = None
+        self.bridge: Bridge | None = None
 
 
 class EscalationServiceImpl:
@@ -95,6 +101,7 @@ class EscalationServiceImpl:
         signer: Signer,
         settings: EscalationSettings | None = None,
         metrics: Any | None = None,
+        council: Council | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -105,6 +112,7 @@ class EscalationServiceImpl:
         self.signer = signer
         self.settings = settings or EscalationSettings()
         self.metrics = metrics
+        self.council = council
         self.clock = clock
         self.wall = wall
         self._live: dict[str, _Escalation] = {}
@@ -323,7 +331,12 @@ class EscalationServiceImpl:
 
     async def _apply(self, esc: _Escalation, action: Any) -> None:
         if isinstance(action, Record):
-            await self._record(esc, action.type, action.details)
+            details = dict(action.details)
+            if action.type == "TERMINATED" and esc.bridge is not None:
+                # The room closes before TERMINATED is witnessed: its recording's SHA-256 and
+                # the RTP figures belong in that entry (media issue).
+                details.update(esc.bridge.close())
+            await self._record(esc, action.type, details)
         elif isinstance(action, Ring):
             esc.rings[action.index] = asyncio.create_task(self._ring(esc, action))
         elif isinstance(action, CancelRing):
@@ -363,6 +376,8 @@ class EscalationServiceImpl:
     async def _finish(self, esc: _Escalation, action: Finished) -> None:
         if esc.timer is not None:
             esc.timer.cancel()
+        if esc.bridge is not None:
+            esc.bridge.close()
         for task in esc.rings.values():
             task.cancel()
         self._count_outcome(action.outcome)
@@ -419,6 +434,8 @@ class EscalationServiceImpl:
             # RFC 4733 telephone-events from the expert's leg carry the verdict.
             call.media.on_dtmf = lambda key: self._dtmf(esc, key)
         self._feed(esc, esc.machine.answered(index, self.clock()))
+        if self.council is not None and call.media is not None:
+            self._bridge(esc, index, call.media)
         connected = self.clock()
         reason = await call.wait_ended()
         if self.metrics is not None:
@@ -426,6 +443,25 @@ class EscalationServiceImpl:
         by = "expert" if reason == "remote-bye" else "system" if reason == "no-ack" else "council"
         if esc.machine.state is EscalationState.CONNECTED:
             self._feed(esc, esc.machine.hangup(by, self.clock()))
+
+    def _bridge(self, esc: _Escalation, index: int, session: MediaSession) -> None:
+        """Join the expert's leg to the council room; BRIDGE_ESTABLISHED once it is in."""
+        assert self.council is not None
+        if esc.bridge is None:
+            esc.bridge = Bridge(
+                self.council,
+                esc.machine.escalation_id,
+                record=self.settings.record,
+                on_event=lambda ev: self._room_event(esc, ev),
+            )
+        esc.bridge.add_expert(esc.machine.ladder[index].expert_id, session)
+        self._feed(esc, esc.machine.bridged(self.clock()))
+
+    def _room_event(self, esc: _Escalation, event: RoomEvent) -> None:
+        """Room events go to the witness and the event stream, in the escalation's order."""
+        details: dict[str, Any] = {"participant": event.participant, **dict(event.details)}
+        esc.queue.append([Record(event.type.value, details)])
+        esc.wakeup.set()
 
     # -- experts calling in -----------------------------------------------------------------------
 

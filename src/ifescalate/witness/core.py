@@ -82,6 +82,12 @@ class EventType(enum.Enum):
     EVIDENCE_ACCESSED = "EVIDENCE_ACCESSED"
     PARTICIPANT_JOINED = "PARTICIPANT_JOINED"
     PARTICIPANT_LEFT = "PARTICIPANT_LEFT"
+    # Council room events (media issue): who spoke when, rights changes, the announcement.
+    SPEAKING_STARTED = "SPEAKING_STARTED"
+    SPEAKING_STOPPED = "SPEAKING_STOPPED"
+    RIGHTS_CHANGED = "RIGHTS_CHANGED"
+    ANNOUNCEMENT_PLAYED = "ANNOUNCEMENT_PLAYED"
+    RECORDING_STOPPED = "RECORDING_STOPPED"
 
 
 def format_time(now: float) -> str:
