@@ -200,6 +200,33 @@ def _check_request_uri(text: str) -> None:
     _remember(_valid_uris, text)
 
 
+_valid_vias: set[str] = set()
+
+
+def _check_via(value: str) -> None:
+    if value in _valid_vias:
+        return
+    # The branch is the per-transaction part of a Via (§8.1.1.7). A valid via-parm with one more
+    # ";branch=TOKEN" parameter is itself valid, so the branch-less text is what gets cached
+    # (quoted strings excluded: there ";branch=" could sit inside a quoted value).
+    head, sep, rest = value.partition(";branch=")
+    if sep and '"' not in value:
+        branch, semi, tail = rest.partition(";")
+        if _TAG_RE.match(branch):
+            base = head + semi + tail
+            if base in _valid_vias:
+                return
+            parse_via(value)  # the whole value's own error, if any
+            try:
+                parse_via(base)
+            except SipError:
+                return
+            _remember(_valid_vias, base)
+            return
+    parse_via(value)
+    _remember(_valid_vias, value)
+
+
 def _check_name_addr(value: str) -> None:
     if value in _valid_name_addrs:
         return
@@ -254,7 +281,7 @@ def _check_common(h: Headers) -> bool:
     if not vias:
         raise SipParseError("missing Via header (§8.1.1.7)")
     for via in vias:
-        parse_via(via)
+        _check_via(via)
     call_id = first["call-id"]
     if not _CALLID_RE.match(call_id):
         raise SipParseError(f"malformed Call-ID: {call_id!r}")
