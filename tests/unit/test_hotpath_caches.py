@@ -191,3 +191,47 @@ def test_finished_server_transaction_is_freed_without_the_cyclic_gc() -> None:
             endpoint.timer_heap.close()
 
     assert asyncio.run(body()) == 0
+
+
+AUTH_VALUES = [
+    'Digest username="bench", realm="r", nonce="abc+/=", uri="sip:b@127.0.0.1:5070", '
+    'response="0123", algorithm=MD5, cnonce="x", opaque="o", qop=auth, nc=00000001',
+    "digest a=b",
+    'Digest a = "b" ,c=d',
+    "Digest a=b,,c=d",
+    "Digest a=b,",
+    'Digest a="b\\"c"',
+    "Digest a=b, a=c",
+    "Basic abc",
+    "Digest",
+    "Digest a=b c",
+    "Foo a=b, Bar c=d",
+    "  Digest  a=b  ",
+    'Digest a="x\ty"',
+    'Digest a=""',
+    'Digest A=b, b="", C="q,w"',
+    "Digest a=b,c",
+    "Digest,a=b",
+    'Digest a="x\x01"',
+]
+
+
+@pytest.mark.parametrize("value", AUTH_VALUES)
+def test_auth_header_fast_path_matches_scanner(value: str) -> None:
+    from ifescalate.sip import digest
+
+    def scanner(text: str) -> object:
+        try:
+            items = digest.parse_challenges(text)
+        except SipError:
+            return "raises"
+        return items[0] if len(items) == 1 else "raises"
+
+    fast = digest._parse_auth_fast(value)
+    if fast is not None:
+        assert fast == scanner(value)
+    try:
+        got: object = digest.parse_auth_header(value)
+    except SipError:
+        got = "raises"
+    assert got == scanner(value)
