@@ -72,6 +72,7 @@ class App:
         self.tokens: TokenStore | None = None
         self.runner: web.AppRunner | None = None
         self.started = Started()
+        self._sip_seen: dict[str, int] = {}
 
     # -- start -------------------------------------------------------------------------------------
 
@@ -179,12 +180,28 @@ class App:
         client_ctx: ssl.SSLContext = client_context(tls)
         self.endpoint = SipEndpoint(self.ua, tls_client_context=client_ctx)
         self.ua.attach(self.endpoint)
+        self.metrics.on_render(self._sync_sip_metrics)
         server_ctx = server_context(tls) if any(s.transport == "TLS" for s in specs) else None
         for spec in specs:
             bound = await self.endpoint.listen(
                 spec, server_ctx if spec.transport == "TLS" else None
             )
             self.started.sip.append(bound)
+
+    _SIP_ERROR_KINDS = ("malformed", "dropped", "invalid", "stream_errors", "connections_refused")
+
+    def _sync_sip_metrics(self) -> None:
+        """Copy the endpoint's counters into Prometheus at scrape time (no cost per message)."""
+        if self.endpoint is None:
+            return
+        stats = self.endpoint.stats
+        for kind in self._SIP_ERROR_KINDS:
+            self.metrics.sip_error(kind, stats[kind] - self._sip_seen.get(kind, 0))
+            self._sip_seen[kind] = stats[kind]
+        for status, count in list(self.endpoint.responses_by_status.items()):
+            key = f"status:{status}"
+            self.metrics.sip_response(status, count - self._sip_seen.get(key, 0))
+            self._sip_seen[key] = count
 
     def _media_config(self) -> MediaConfig | None:
         m = self.settings.media

@@ -434,6 +434,8 @@ class EscalationServiceImpl:
             # RFC 4733 telephone-events from the expert's leg carry the verdict.
             call.media.on_dtmf = lambda key: self._dtmf(esc, key)
         self._feed(esc, esc.machine.answered(index, self.clock()))
+        if self.metrics is not None:
+            self.metrics.call_started()
         if self.council is not None and call.media is not None:
             self._bridge(esc, index, call.media)
         connected = self.clock()

@@ -159,6 +159,8 @@ class SipEndpoint:
         self.connections: dict[tuple[str, str, int], StreamConnection] = {}
         self._per_peer: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+        #: Responses the TU sent, by exact status code (metrics read it at scrape time).
+        self.responses_by_status: Counter[int] = Counter()
         self._sweeper: asyncio.TimerHandle | None = None
         # Sweep at least twice per idle timeout so a connection lives at most 1.5x its limit.
         self._sweep_every = min(1.0, max(0.05, idle_timeout / 2))
@@ -418,6 +420,7 @@ class SipEndpoint:
 
     def _count_response(self, status: int) -> None:
         self.stats[f"responses_sent_{status // 100}xx"] += 1
+        self.responses_by_status[status] += 1
 
     # -- client side -------------------------------------------------------------------------------
 

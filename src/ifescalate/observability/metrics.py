@@ -11,6 +11,7 @@ small fixed vocabulary, because every distinct value is a new time series.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -50,6 +51,7 @@ class Metrics:
     """The service's metrics in a private registry. ``render()`` gives the exposition text."""
 
     def __init__(self) -> None:
+        self._hooks: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._calls = Counter(
@@ -132,11 +134,16 @@ class Metrics:
         """Resets the gauge from the true count (after a restart or a reconciliation)."""
         self._active.set(count)
 
-    def sip_response(self, status: int) -> None:
-        self._responses.labels(status_code=str(status), status_class=status_class(status)).inc()
+    def sip_response(self, status: int, count: int = 1) -> None:
+        if count > 0:
+            labels = self._responses.labels(
+                status_code=str(status), status_class=status_class(status)
+            )
+            labels.inc(count)
 
-    def sip_error(self, kind: Label) -> None:
-        self._sip_errors.labels(kind=_label(kind)).inc()
+    def sip_error(self, kind: Label, count: int = 1) -> None:
+        if count > 0:
+            self._sip_errors.labels(kind=_label(kind)).inc(count)
 
     # IF.guard and IF.witness ------------------------------------------------------------------
 
@@ -164,6 +171,13 @@ class Metrics:
         """``route`` must be the route template (``/v1/escalations/{id}``), never the raw path."""
         self._http.labels(method=method, route=route, status=str(status)).inc()
 
+    def on_render(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before each exposition: it copies counters kept elsewhere (the SIP
+        endpoint's error counts) into this registry, so the hot path pays nothing for metrics."""
+        self._hooks.append(hook)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in this registry."""
+        for hook in self._hooks:
+            hook()
         return generate_latest(self.registry)
