@@ -359,6 +359,15 @@ class EscalationServiceImpl:
         )
         if self.metrics is not None:
             self.metrics.witness_event(kind, time.perf_counter() - started)
+        log.info(
+            "escalation step %s",
+            kind,
+            extra={
+                "trace_id": esc.machine.trace_id,
+                "escalation_id": esc.machine.escalation_id,
+                "witness_seq": event.seq,
+            },
+        )
         esc.updated_at = self.wall()
         async with esc.changed:
             esc.events.append(
