@@ -175,6 +175,9 @@ class SipEndpoint:
         self._connecting: dict[tuple[str, str, int], asyncio.Task[StreamConnection]] = {}
         self._aliases: dict[int, tuple[str, str, int]] = {}
         self.ids = IdGenerator()
+        #: The security gate (net/security_gate.py), None unless a layer is configured: called for
+        #: each request that starts a server transaction; False means it answered or holds it.
+        self.gate: Callable[[Request, Source], bool] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -358,6 +361,9 @@ class SipEndpoint:
             return
         if method == "CANCEL":
             self._on_cancel(req, source, now)
+            return
+        gate = self.gate
+        if gate is not None and not gate(req, source):
             return
         if self.table.is_merged(req):
             # §8.2.2.2: the same request reached us twice over different paths.
