@@ -237,6 +237,8 @@ class UserAgent:
             self._ha1.get((u, a))
         )
         self._last_auth_user: str | None = None
+        #: Set by the security gate, which verifies digest once before the request gets here.
+        self.verified_user: Callable[[Request], str | None] | None = None
         self._rtx: dict[str, TwoXXRetransmitter] = {}
         self._answers = AnswerCache()
         self.stats: dict[str, int] = {"answered": 0, "rejected": 0, "ended": 0}
@@ -344,6 +346,11 @@ class UserAgent:
         """Digest check (§22.2); answers 401 itself and returns False when not authorized."""
         if self.digest is None:
             return True
+        if self.verified_user is not None:
+            user = self.verified_user(request)
+            if user is not None:
+                self._last_auth_user = user
+                return True
         now = time.time()
         creds = request.headers.get("Authorization")
         if creds is not None:
