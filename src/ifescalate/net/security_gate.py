@@ -1,0 +1,363 @@
+"""The security pipeline wired in front of the SIP endpoint (ARCHITECTURE.md, "Security pipeline").
+
+The endpoint calls the gate for every request that starts a new server transaction (retransmissions,
+ACK and CANCEL are matched before, so they cost nothing here). The gate:
+
+1. strips ``X-IF-*`` headers a caller sent (they are ours; ``security.hygiene``),
+2. builds :class:`~ifescalate.security.RequestFacts` from the transport's :class:`Source` only
+   (peer address, transport, negotiated TLS, whether the request matched one of our dialogs),
+3. runs layers 1-3, then for requests the user agent challenges (out-of-dialog INVITE, MESSAGE)
+   the digest verdict and layers 4-6,
+4. answers a rejection with the layer's status, reason phrase and headers (or drops it silently for
+   INVITE when configured), and feeds the bounded :class:`RejectionAggregator` whose entries go to
+   the witness (``SECURITY_REJECTED``) and ``security_rejections_total{layer,reason}``.
+
+With the in-memory counters the pipeline never suspends, so the decision is taken synchronously on
+the datagram's call stack (no task per request). With Redis each decision is a task; the request
+is held (duplicates dropped) and handed to the endpoint when it passes.
+
+Digest verification happens here, once: the user agent learns the proved username through
+:meth:`SecurityGate.verified_user` instead of verifying again (which would burn the nonce-count and
+look like a replay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..observability import Metrics
+from ..security import (
+    Allow,
+    AuditEntry,
+    AuthFacts,
+    AuthOutcome,
+    Challenge,
+    Decision,
+    ExpertFacts,
+    Layer,
+    MemoryCounters,
+    Pipeline,
+    PolicyDecision,
+    Reject,
+    RejectionAggregator,
+    RequestFacts,
+    TlsFacts,
+    auth_facts,
+    strip_if_headers,
+)
+from ..security.layers import TLS_REQUIRED, TransportLayer
+from ..sip.build import make_response
+from ..sip.digest import parse_auth_header
+from ..sip.errors import SipError
+from ..sip.message import Request, Response
+from .endpoint import SipEndpoint
+from .transport import Source
+from .ua import UserAgent
+
+log = logging.getLogger("ifescalate.security")
+
+#: Requests the user agent challenges with digest when they start something (§22.2).
+CHALLENGED_METHODS = frozenset({"INVITE", "MESSAGE"})
+
+ExpertResolver = Callable[[str], ExpertFacts | None]
+Authorizer = Callable[[ExpertFacts], PolicyDecision]
+AuditSink = Callable[[AuditEntry], None]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class GateOptions:
+    """How the gate answers.
+
+    ``drop_failed_invites``: audited rejections of INVITE get no response at all (scanners learn
+    nothing, not even that something listens). ``loopback_exempt_from_tls``: the transport layer
+    lets plain UDP/TCP from loopback through (the documented rule); tests switch it off to prove
+    ``--require-tls`` on a loopback-only machine. ``keep_if_headers`` names the ``X-IF-*`` headers a
+    caller may send as a mere selector (serve keeps ``X-IF-Escalation-ID``).
+    """
+
+    drop_failed_invites: bool = False
+    loopback_exempt_from_tls: bool = True
+    keep_if_headers: tuple[str, ...] = ()
+
+
+class _NoLoopbackExemption(TransportLayer):
+    """``require_tls`` applied to loopback sources too (tests on a loopback-only host)."""
+
+    def decide(self, facts: RequestFacts) -> Decision:
+        if facts.tls is None and self.config.require_tls:
+            return Reject(403, TLS_REQUIRED, Layer.TRANSPORT, "tls_required")
+        return super().decide(facts)
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Drive a coroutine that never suspends (the in-memory counters) to its result, without a
+    loop. Raises RuntimeError if it does suspend (a misconfigured backend)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("the counter backend suspended: it needs the asynchronous path")
+
+
+def single_user_expert(user: str, *, allow_md5: bool, networks: Iterable[str] = ()) -> ExpertFacts:
+    """The one identity of ``sip answer --auth USER:PASSWORD``: any network the allowlist lets in
+    (the pre-authentication allowlist already bound the source), MD5 only if offered."""
+    nets = tuple(ipaddress.ip_network(n, strict=False) for n in networks) or (
+        ipaddress.ip_network("0.0.0.0/0"),
+        ipaddress.ip_network("::/0"),
+    )
+    return ExpertFacts(expert_id=user, org="*", networks=nets, allow_md5=allow_md5)
+
+
+class SecurityGate:
+    """The glue between endpoint, user agent and pipeline; see the module docstring."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        ua: UserAgent,
+        *,
+        experts: ExpertResolver,
+        authorize: Authorizer | None = None,
+        on_audit: AuditSink | None = None,
+        metrics: Metrics | None = None,
+        options: GateOptions = GateOptions(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pipeline = pipeline
+        self.ua = ua
+        self.experts = experts
+        self.authorize = authorize
+        self.on_audit = on_audit
+        self.metrics = metrics
+        self.options = options
+        self.clock = clock
+        if not options.loopback_exempt_from_tls:
+            pipeline.transport = _NoLoopbackExemption(pipeline.config.transport)
+        self.aggregator = RejectionAggregator(pipeline.config.audit_window)
+        self.sync = isinstance(pipeline.counters, MemoryCounters)
+        #: Rejections by (layer, reason) and other outcomes, for tests and the CLI's stop line.
+        self.stats: Counter[str] = Counter()
+        self._verified: tuple[Request, str] | None = None
+        self._pending: set[tuple[str, str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.endpoint: SipEndpoint | None = None
+
+    # -- wiring ------------------------------------------------------------------------------------
+
+    def attach(self, endpoint: SipEndpoint) -> None:
+        """Put the gate in front of ``endpoint`` and tell the user agent who was verified here."""
+        self.endpoint = endpoint
+        endpoint.gate = self.admit
+        self.ua.verified_user = self.verified_user
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._emit(self.aggregator.flush_all())
+        await self.pipeline.aclose()
+
+    def verified_user(self, request: Request) -> str | None:
+        """The username this gate proved for ``request`` (asked by the UA's digest check)."""
+        verified = self._verified
+        if verified is not None and verified[0] is request:
+            self._verified = None
+            return verified[1]
+        return None
+
+    # -- the endpoint's hook -----------------------------------------------------------------------
+
+    def admit(self, req: Request, source: Source) -> bool:
+        """True: the endpoint goes on with ``req`` now. False: the gate answered, dropped or holds
+        it (and hands it to the endpoint itself if it passes)."""
+        strip_if_headers(req.headers, self.options.keep_if_headers)
+        try:
+            facts = self._facts(req, source)
+        except ValueError:
+            self.stats["unparsable_source"] += 1
+            return False
+        now = self.clock()
+        if self.sync:
+            decision, user = run_now(self._decide(req, facts, now))
+            return self._apply(req, source, decision, user, now)
+        key = (req.call_id, req.headers.first("Via") or "", req.method)
+        if key in self._pending:
+            self.stats["duplicate_while_pending"] += 1
+            return False
+        self._pending.add(key)
+        task = asyncio.get_running_loop().create_task(self._admit_later(req, source, facts, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return False
+
+    async def _admit_later(
+        self, req: Request, source: Source, facts: RequestFacts, key: tuple[str, str, str]
+    ) -> None:
+        try:
+            now = self.clock()
+            decision, user = await self._decide(req, facts, now)
+        finally:
+            self._pending.discard(key)
+        if self._apply(req, source, decision, user, now):
+            self._resume(req, source)
+
+    def _resume(self, req: Request, source: Source) -> None:
+        ep = self.endpoint
+        if ep is None or ep.table.match_request(req) is not None:
+            return
+        entry = ep._new_server_tx(req, source, ep.loop.time())
+        ep.tu.on_request(req, entry.tx, source)
+
+    # -- facts and decision ------------------------------------------------------------------------
+
+    def _facts(self, req: Request, source: Source) -> RequestFacts:
+        tls = source.tls
+        return RequestFacts(
+            source_ip=source.host,
+            transport=source.transport,
+            method=req.method,
+            in_dialog=self._in_dialog(req),
+            tls=None if tls is None else TlsFacts(tls.version, tls.cipher, tls.peer_cert_sha256),
+        )
+
+    def _in_dialog(self, req: Request) -> bool:
+        # §12.2.2: only a request that matches one of our dialogs is in-dialog; a To tag alone is
+        # something any attacker can write.
+        to = req.headers.get("To") or ""
+        return "tag=" in to and self.ua.dialogs.find_for_request(req) is not None
+
+    def _needs_identity(self, req: Request, facts: RequestFacts) -> bool:
+        return (
+            self.ua.digest is not None and req.method in CHALLENGED_METHODS and not facts.in_dialog
+        )
+
+    async def _decide(
+        self, req: Request, facts: RequestFacts, now: float
+    ) -> tuple[Decision, str | None]:
+        decision = await self.pipeline.check_request(facts, now)
+        if isinstance(decision, Reject) or not self._needs_identity(req, facts):
+            return decision, None
+        auth = self._authenticate(req, now)
+        decision = await self.pipeline.check_identity(facts, auth, now, self.authorize)
+        return decision, auth.username if isinstance(decision, Allow) else None
+
+    def _authenticate(self, req: Request, now: float) -> AuthFacts:
+        digest = self.ua.digest
+        assert digest is not None
+        creds = req.headers.get("Authorization")
+        result = digest.verify(req.method, creds, self.ua.credential_lookup, now)
+        if not result.ok or result.username is None:
+            return auth_facts(result)
+        expert = self.experts(result.username)
+        if expert is None:
+            # Digest passed for a name that is nobody's expert record: the same failure as a wrong
+            # password, so the answer tells nothing.
+            return AuthFacts(AuthOutcome.FAILED, result.username)
+        return auth_facts(result, algorithm=_algorithm(creds), expert=expert)
+
+    # -- acting on the decision --------------------------------------------------------------------
+
+    def _apply(
+        self, req: Request, source: Source, decision: Decision, user: str | None, now: float
+    ) -> bool:
+        if isinstance(decision, Allow):
+            if user is not None:
+                self._verified = (req, user)
+            return True
+        self._account(decision, source, now)
+        if req.method == "ACK":
+            return False  # §17.2.1: an ACK is never answered
+        if self.options.drop_failed_invites and req.method == "INVITE" and decision.audit:
+            self.stats["dropped_silently"] += 1
+            return False
+        self._answer(req, source, decision, now)
+        return False
+
+    def _answer(self, req: Request, source: Source, decision: Reject, now: float) -> None:
+        ep = self.endpoint
+        if ep is None:
+            return
+        headers = list(decision.headers)
+        if decision.challenge is not None and self.ua.digest is not None:
+            stale = decision.challenge is Challenge.STALE
+            headers += [("WWW-Authenticate", c) for c in self.ua.digest.challenge(now, stale=stale)]
+        banner = self.ua.config.banner
+        if banner:
+            headers.append(("Server", banner))
+        resp = make_response(
+            req, decision.status, decision.reason_phrase, to_tag=self.ua.ids.tag(), headers=headers
+        )
+        if decision.layer is Layer.FLOOD:
+            # Stateless (§8.2.7): a flooding source gets no transaction state from us; a
+            # retransmission is simply counted and refused again.
+            ep.send_via_source(resp, source)
+            return
+        self._respond_in_transaction(ep, req, source, resp)
+
+    @staticmethod
+    def _respond_in_transaction(
+        ep: SipEndpoint, req: Request, source: Source, resp: Response
+    ) -> None:
+        # A transaction absorbs retransmissions (§17.2), so a lost 401/403/429 is resent instead of
+        # re-running the digest check (which would see the nonce-count again as a replay).
+        if ep.table.match_request(req) is not None:
+            return
+        entry = ep._new_server_tx(req, source, ep.loop.time())
+        try:
+            ep.respond(entry.tx, resp)
+        except SipError:
+            log.debug("could not answer %s with %s", req.method, resp.status)
+
+    def _account(self, decision: Reject, source: Source, now: float) -> None:
+        self.stats[f"{decision.layer.value}:{decision.reason_label}"] += 1
+        if decision.audit:
+            self.stats["rejected"] += 1
+            if self.metrics is not None:
+                self.metrics.security_rejection(decision.layer.value, decision.reason_label)
+        self._emit(self.aggregator.add(decision, source.host, now))
+        self._arm_flush(now)
+
+    def _arm_flush(self, now: float) -> None:
+        if self._flush_handle is not None or self.endpoint is None:
+            return
+        deadline = self.aggregator.next_deadline()
+        if deadline is None:
+            return
+        self._flush_handle = self.endpoint.loop.call_later(max(0.0, deadline - now), self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        now = self.clock()
+        self._emit(self.aggregator.flush(now))
+        self._arm_flush(now)
+
+    def _emit(self, entries: list[AuditEntry]) -> None:
+        for entry in entries:
+            self.stats["audit_entries"] += 1
+            if self.on_audit is not None:
+                self.on_audit(entry)
+            else:
+                log.info("SECURITY_REJECTED %s", entry.details())
+
+
+def _algorithm(credentials: str | None) -> str | None:
+    if not credentials:
+        return None
+    try:
+        _, params = parse_auth_header(credentials)
+    except SipError:
+        return None
+    return params.get("algorithm", "MD5")
