@@ -6,6 +6,7 @@ Used alike by people, tests and benchmarks; names and flags are a contract (see 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -22,9 +23,11 @@ from .net.runner import (
     run_options,
     tls_options,
 )
+from .net.security_gate import GateOptions
 from .net.tls import TlsConfigError
 from .net.transport import ListenSpec
 from .net.ua import UaConfig
+from .security import SecurityConfig
 from .witness.cli import add_export_arguments, add_verify_arguments, export_command, verify_command
 from .witness.core import WitnessError
 
@@ -60,6 +63,48 @@ def _add_media(p: argparse.ArgumentParser, *, echo: bool) -> None:
     if echo:
         p.add_argument("--echo", action="store_true", help="send back what the other side sends")
     p.add_argument("--media", action="store_true", help="run RTP even without play/record/echo")
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    # Any of these turns the security pipeline on (the others keep their documented defaults).
+    p.add_argument("--flood", metavar="N/SECONDS", help="per-source request limit (e.g. 30/10)")
+    p.add_argument("--allow", metavar="CIDR", action="append", default=[], help="allowlist")
+    p.add_argument("--lockout", metavar="N/SECONDS", help="digest failures before lockout")
+    p.add_argument(
+        "--require-tls", action="store_true", help="403 for plain transports off loopback"
+    )
+    p.add_argument("--trusted", metavar="CIDR", action="append", default=[], help="flood-exempt")
+    p.add_argument("--counters", metavar="URL", help="share counters in Redis (redis://...)")
+    p.add_argument("--counters-prefix", metavar="PREFIX", default="ifescalate:sec:")
+    p.add_argument("--drop-failed", action="store_true", help="rejected INVITEs get no answer")
+    p.add_argument(
+        "--tls-loopback-strict",
+        action="store_true",
+        help="--require-tls applies to loopback too (testing on one host)",
+    )
+
+
+def _security(args: argparse.Namespace) -> tuple[SecurityConfig | None, GateOptions]:
+    gate = GateOptions(
+        drop_failed_invites=getattr(args, "drop_failed", False),
+        loopback_exempt_from_tls=not getattr(args, "tls_loopback_strict", False),
+    )
+    flood, lockout = getattr(args, "flood", None), getattr(args, "lockout", None)
+    allow, require_tls = getattr(args, "allow", []), getattr(args, "require_tls", False)
+    if flood is None and lockout is None and not allow and not require_tls:
+        return None, gate
+    config = SecurityConfig.from_cli(
+        flood=flood,
+        allow=allow,
+        lockout=lockout,
+        require_tls=require_tls,
+        trusted=getattr(args, "trusted", []),
+    )
+    if getattr(args, "counters", None):
+        config = dataclasses.replace(
+            config, counters_url=args.counters, counters_prefix=args.counters_prefix
+        )
+    return config, gate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="digest algorithm to offer, strongest first (repeatable; default SHA-256 then MD5)",
     )
     answer.add_argument("--ring-ms", type=int, default=0, help="send 180 and wait before 200")
+    _add_security(answer)
     answer.add_argument("--verbose", action="store_true", help="print a line per call")
     _add_tls(answer)
     _add_media(answer, echo=True)
@@ -162,11 +208,14 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
         config.media = cli_media_config(
             play=play, record=record, echo=bool(echo), verbose=getattr(args, "verbose", False)
         )
+    security, gate = _security(args)
     return AgentOptions(
         listen=list(args.listen),
         tls=tls_options(args.tls_cert, args.tls_key, args.tls_ca, args.tls_insecure),
         config=config,
         verbose=getattr(args, "verbose", False),
+        security=security,
+        gate=gate,
     )
 
 

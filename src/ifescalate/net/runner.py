@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..security import Pipeline, SecurityConfig
 from ..sip.message import Response
 from .endpoint import SipEndpoint, Target
+from .security_gate import GateOptions, SecurityGate, single_user_expert
 from .tls import TlsOptions, client_context, server_context
 from .transport import ListenSpec
 from .ua import Call, CallFailed, IncomingCall, UaConfig, UserAgent, target_for_uri
@@ -30,6 +32,10 @@ class AgentOptions:
     tls: TlsOptions = field(default_factory=TlsOptions)
     config: UaConfig = field(default_factory=UaConfig)
     verbose: bool = False
+    #: The security pipeline (``--flood``, ``--allow``, ``--lockout``, ``--require-tls``); None:
+    #: no gate at all, the fast path of old.
+    security: SecurityConfig | None = None
+    gate: GateOptions = field(default_factory=GateOptions)
 
 
 def _say(text: str) -> None:
@@ -63,9 +69,36 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def attach_security(ua: UserAgent, opts: AgentOptions) -> SecurityGate | None:
+    """Put the security gate in front of ``ua``'s endpoint when ``opts.security`` is set."""
+    sec = opts.security
+    if sec is None or ua.endpoint is None:
+        return None
+    counters = None
+    if sec.counters_url is not None:
+        from ..security.redis_counters import RedisCounters
+
+        counters = RedisCounters.from_url(sec.counters_url, prefix=sec.counters_prefix)
+    user = opts.config.auth_user
+    expert = (
+        single_user_expert(user, allow_md5="MD5" in opts.config.auth_algorithms)
+        if user is not None
+        else None
+    )
+    gate = SecurityGate(
+        Pipeline(sec, counters),
+        ua,
+        experts=lambda name: expert if expert is not None and name == expert.expert_id else None,
+        options=opts.gate,
+    )
+    gate.attach(ua.endpoint)
+    return gate
+
+
 async def run_answer(opts: AgentOptions, *, stop: asyncio.Event | None = None) -> int:
     """``sip answer``: answer every call until interrupted."""
     ua = await start_agent(opts)
+    gate = attach_security(ua, opts)
     if opts.verbose:
         default = ua.on_incoming
 
@@ -88,6 +121,9 @@ async def run_answer(opts: AgentOptions, *, stop: asyncio.Event | None = None) -
         assert ua.endpoint is not None
         stats = dict(ua.endpoint.stats) | ua.stats
         _say(f"stopping; stats {stats}")
+        if gate is not None:
+            _say(f"security {dict(gate.stats)}")
+            await gate.aclose()
         await ua.endpoint.close()
     return 0
 
