@@ -335,7 +335,15 @@ class EscalationServiceImpl:
             if action.type == "TERMINATED" and esc.bridge is not None:
                 # The room closes before TERMINATED is witnessed: its recording's SHA-256 and
                 # the RTP figures belong in that entry (media issue).
+                queued = len(esc.queue)
                 details.update(esc.bridge.close())
+                # Closing emits the room's last events (LEFT for each participant,
+                # RECORDING_STOPPED) as new batches; witness them now, before TERMINATED: the
+                # worker stops at Finished, so batches queued behind it would be dropped.
+                closing = [esc.queue.pop() for _ in range(len(esc.queue) - queued)]
+                for batch in reversed(closing):
+                    for record in batch:
+                        await self._record(esc, record.type, dict(record.details))
             await self._record(esc, action.type, details)
         elif isinstance(action, Ring):
             esc.rings[action.index] = asyncio.create_task(self._ring(esc, action))
