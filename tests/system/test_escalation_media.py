@@ -302,10 +302,16 @@ def test_expert_and_agents_hear_each_other_coaching_and_recording(
     rights = [e["details"] for e in events if e["type"] == "RIGHTS_CHANGED"]
     assert rights and rights[-1]["speak_only_to"] == ["role:expert"], rights
     assert types[-1] == "TERMINATED", types
+    # Closing the room is witnessed before TERMINATED: everyone left, the recording stopped.
+    left = [e["details"] for e in events if e["type"] == "PARTICIPANT_LEFT"]
+    assert sorted(d["reason"] for d in left) == ["room closed"] * 3, left
+    stopped = [e["details"] for e in events if e["type"] == "RECORDING_STOPPED"]
+    assert len(stopped) == 1 and types.index("RECORDING_STOPPED") < types.index("TERMINATED")
 
     recording = details["recording"]
     path = dep.data_dir / "recordings" / recording["file"]
     assert recording["file"] == f"{esc_id}.wav"
+    assert stopped[0]["sha256"] == recording["sha256"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == recording["sha256"]
     mix, mix_rate = wav(path)
     assert abs(len(mix) / mix_rate - recording["seconds"]) < 0.05
