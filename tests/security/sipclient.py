@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifescalate.sip.digest import DigestClient
-from ifescalate.sip.message import Response, parse_message
+from ifescalate.sip.message import Request, Response, parse_message
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -63,6 +63,7 @@ class SipClient:
     _sock: socket.socket | None = field(default=None, init=False)
     _buf: bytes = field(default=b"", init=False)
     _n: int = field(default=0, init=False)
+    _last: Request | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.transport == "UDP":
@@ -128,6 +129,9 @@ class SipClient:
 
     def send(self, data: bytes) -> None:
         assert self._sock is not None
+        msg = parse_message(data)
+        if isinstance(msg, Request) and msg.method != "ACK":
+            self._last = msg
         if self.transport == "UDP":
             self._sock.sendto(data, self.server)
         else:
@@ -139,12 +143,39 @@ class SipClient:
         while time.monotonic() < deadline:
             try:
                 raw = self._recv_one()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return None
             msg = parse_message(raw)
-            if isinstance(msg, Response) and (msg.status >= 200 or not skip_provisional):
+            if not isinstance(msg, Response):
+                continue
+            last = self._last
+            if last is not None and (msg.call_id, msg.cseq) != (last.call_id, last.cseq):
+                continue  # a retransmission of an earlier answer
+            if msg.status >= 300 and last is not None and last.method == "INVITE":
+                self._ack_non_2xx(last, msg)
+            if msg.status >= 200 or not skip_provisional:
                 return msg
         return None
+
+    def _ack_non_2xx(self, invite: Request, resp: Response) -> None:
+        # §17.1.1.3: the ACK for a non-2xx final answer, same branch, To with the answer's tag.
+        seq, _ = invite.cseq
+        lines = [
+            f"ACK {invite.uri} SIP/2.0",
+            f"Via: {invite.headers.get('Via')}",
+            "Max-Forwards: 70",
+            f"From: {invite.headers.get('From')}",
+            f"To: {resp.headers.get('To')}",
+            f"Call-ID: {invite.call_id}",
+            f"CSeq: {seq} ACK",
+            "Content-Length: 0",
+        ]
+        assert self._sock is not None
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if self.transport == "UDP":
+            self._sock.sendto(data, self.server)
+        else:
+            self._sock.sendall(data)
 
     def _recv_one(self) -> bytes:
         assert self._sock is not None
