@@ -56,6 +56,27 @@ class MediaSettings:
 
 
 @dataclass(slots=True)
+class SecuritySettings:
+    """The inbound security pipeline in front of SIP (ARCHITECTURE.md); rates are "N/SECONDS"."""
+
+    enabled: bool = True
+    flood: str = "30/10"
+    flood_block: float = 120.0
+    #: Networks never flood-counted (the edge proxy, monitoring).
+    trusted: list[str] = field(default_factory=list)
+    #: Pre-authentication allowlist; None: only each expert's own networks (checked after digest).
+    allow: list[str] | None = None
+    require_tls: bool = True
+    lockout: str = "5/300"
+    expert_calls: str = "10/60"
+    #: "redis://127.0.0.1:6379/0" shares counters between instances; None keeps them in memory.
+    counters_url: str | None = None
+    counters_prefix: str = "ifescalate:sec:"
+    drop_failed_invites: bool = False
+    audit_window: float = 60.0
+
+
+@dataclass(slots=True)
 class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -88,6 +109,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @property
     def data_path(self) -> Path:
@@ -99,6 +121,7 @@ _SECTIONS = {
     "api": ApiSettings,
     "escalation": EscalationConfig,
     "media": MediaSettings,
+    "security": SecuritySettings,
 }
 
 _ENV = {
