@@ -8,6 +8,7 @@ accepts an escalation the rest cannot serve.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -19,16 +20,26 @@ from aiohttp import web
 from .api import ApiConfig, Scope, StoreWitnessReader, TokenStore, build_app
 from .config import ConfigError, Settings
 from .council import Council
+from .escalation.callin import DigestLookup
 from .escalation.service import EscalationServiceImpl, EscalationSettings
 from .escalation.store import EscalationStore
 from .guard import Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
 from .net.devcert import dev_tls_cert
 from .net.endpoint import SipEndpoint
 from .net.rtp import MediaConfig
+from .net.security_gate import (
+    GateOptions,
+    SecurityGate,
+    expert_facts,
+    make_pipeline,
+    security_config,
+)
 from .net.tls import TlsOptions, client_context, server_context
 from .net.transport import ListenSpec
 from .net.ua import UaConfig, UserAgent
 from .observability import Metrics
+from .security import AuditEntry, PolicyDecision
+from .witness.core import EventType
 from .witness.keys import load_or_create_signer
 from .witness.service import Witness
 from .witness.store import SqliteStore
@@ -71,6 +82,8 @@ class App:
         self.council: Council | None = None
         self.tokens: TokenStore | None = None
         self.runner: web.AppRunner | None = None
+        self.gate: SecurityGate | None = None
+        self._audit_tasks: set[asyncio.Task[object]] = set()
         self.started = Started()
         self._sip_seen: dict[str, int] = {}
 
@@ -104,6 +117,7 @@ class App:
             council=self.council,
         )
         self.service.accept_call_in(self.registry, realm=self.settings.sip.realm)
+        self._start_security()
         failed = await self.service.recover()
         if failed:
             log.warning(
@@ -203,6 +217,55 @@ class App:
             self.metrics.sip_response(status, count - self._sip_seen.get(key, 0))
             self._sip_seen[key] = count
 
+    def _start_security(self) -> None:
+        """The security gate in front of the endpoint; its rejections go to the witness as
+        SECURITY_REJECTED entries (aggregated per source and window) and to the metrics."""
+        sec = self.settings.security
+        if not sec.enabled:
+            return
+        assert self.ua is not None and self.endpoint is not None and self.registry is not None
+        config = security_config(
+            flood=sec.flood,
+            flood_block=sec.flood_block,
+            trusted=sec.trusted,
+            allow=sec.allow,
+            require_tls=sec.require_tls,
+            lockout=sec.lockout,
+            expert_calls=sec.expert_calls,
+            counters_url=sec.counters_url,
+            counters_prefix=sec.counters_prefix,
+            audit_window=sec.audit_window,
+        )
+        lookup = DigestLookup(self.registry)
+        self.gate = SecurityGate(
+            make_pipeline(config),
+            self.ua,
+            experts=lambda name: expert_facts(lookup.expert_for(name)),
+            authorize=lambda expert: PolicyDecision(True),
+            on_audit=self._witness_rejection,
+            metrics=self.metrics,
+            options=GateOptions(
+                drop_failed_invites=sec.drop_failed_invites,
+                keep_if_headers=("X-IF-Escalation-ID",),
+            ),
+        )
+        self.gate.attach(self.endpoint)
+
+    def _witness_rejection(self, entry: AuditEntry) -> None:
+        if self.witness is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.witness.append(
+                EventType.SECURITY_REJECTED,
+                trace_id=None,
+                escalation_id=None,
+                actor="security",
+                details=entry.details(),
+            )
+        )
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
+
     def _media_config(self) -> MediaConfig | None:
         m = self.settings.media
         if not m.enabled:
@@ -273,6 +336,10 @@ class App:
             await self.runner.cleanup()
         if self.service is not None:
             await self.service.close()
+        if self.gate is not None:
+            await self.gate.aclose()
+        if self._audit_tasks:
+            await asyncio.wait(self._audit_tasks, timeout=5.0)
         if self.endpoint is not None:
             await self.endpoint.close()
         if self.witness is not None:

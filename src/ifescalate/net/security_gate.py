@@ -29,8 +29,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..observability import Metrics
 from ..security import (
@@ -48,11 +48,14 @@ from ..security import (
     Reject,
     RejectionAggregator,
     RequestFacts,
+    SecurityConfig,
     TlsFacts,
     auth_facts,
+    parse_rate,
     strip_if_headers,
 )
-from ..security.layers import TLS_REQUIRED, TransportLayer
+from ..security.facts import parse_networks
+from ..security.layers import TLS_REQUIRED, ExpertLimitConfig, FloodConfig, TransportLayer
 from ..sip.build import make_response
 from ..sip.digest import parse_auth_header
 from ..sip.errors import SipError
@@ -60,6 +63,9 @@ from ..sip.message import Request, Response
 from .endpoint import SipEndpoint
 from .transport import Source
 from .ua import UserAgent
+
+if TYPE_CHECKING:
+    from ..guard import Expert
 
 log = logging.getLogger("ifescalate.security")
 
@@ -361,3 +367,58 @@ def _algorithm(credentials: str | None) -> str | None:
     except SipError:
         return None
     return params.get("algorithm", "MD5")
+
+
+def security_config(
+    *,
+    flood: str,
+    flood_block: float,
+    trusted: Iterable[str],
+    allow: Iterable[str] | None,
+    require_tls: bool,
+    lockout: str,
+    expert_calls: str,
+    counters_url: str | None,
+    counters_prefix: str,
+    audit_window: float,
+) -> SecurityConfig:
+    """The :class:`SecurityConfig` of serve's ``security:`` section (rates as "N/SECONDS")."""
+    base = SecurityConfig.from_cli(
+        flood=flood, allow=allow or (), lockout=lockout, require_tls=require_tls, trusted=trusted
+    )
+    calls, window = parse_rate(expert_calls)
+    f = base.flood
+    return replace(
+        base,
+        flood=FloodConfig(limit=f.limit, window=f.window, block=flood_block, trusted=f.trusted),
+        # An empty list is "nobody before authentication", None "only experts' own networks".
+        allow_by_org=None if allow is None else {"*": parse_networks(allow)},
+        expert_limit=ExpertLimitConfig(calls=calls, window=window),
+        counters_url=counters_url,
+        counters_prefix=counters_prefix,
+        audit_window=audit_window,
+    )
+
+
+def make_pipeline(config: SecurityConfig) -> Pipeline:
+    """A pipeline on the configured counters (Redis when ``counters_url`` is set)."""
+    if config.counters_url is None:
+        return Pipeline(config)
+    from ..security.redis_counters import RedisCounters
+
+    return Pipeline(
+        config, RedisCounters.from_url(config.counters_url, prefix=config.counters_prefix)
+    )
+
+
+def expert_facts(expert: Expert | None) -> ExpertFacts | None:
+    """What the pipeline needs of a registry record (None stays None: no such expert)."""
+    if expert is None:
+        return None
+    return ExpertFacts(
+        expert_id=expert.id,
+        org=expert.org,
+        networks=expert.networks,
+        allow_md5=expert.digest is not None and expert.digest.ha1_md5 is not None,
+        calls_per_minute=expert.calls_per_minute,
+    )
