@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifescalate.sip.digest import DigestClient
+from ifescalate.sip.errors import SipError
 from ifescalate.sip.message import Request, Response, parse_message
 
 SDP = (
@@ -129,7 +130,11 @@ class SipClient:
 
     def send(self, data: bytes) -> None:
         assert self._sock is not None
-        msg = parse_message(data)
+        try:
+            msg = parse_message(data)
+        except SipError:
+            msg = None  # an attack message we do not want parsed either: match nothing
+            self._last = None
         if isinstance(msg, Request) and msg.method != "ACK":
             self._last = msg
         if self.transport == "UDP":
