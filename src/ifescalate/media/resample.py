@@ -7,6 +7,12 @@ across frame edges exactly as over one continuous signal: no clicks at 20 ms bou
 
 Because every supported rate gives a whole number of samples per 20 ms frame, frame k's first output
 sample always falls on input sample k * in_len exactly, so the only state is the input history.
+
+Speed (the room runs four resamples per call per 20 ms): the pairs we use are pure interpolation
+(8 -> 16, 8/16 -> 48: M = 1) or pure decimation (16 -> 8, 48 -> 8/16: L = 1). For those the
+polyphase sum is one correlation per branch (``np.correlate`` with reversed taps) over one float
+buffer holding history + frame: no gather, no per-frame allocation but the result. Other ratios
+keep the general gather-and-sum plan. Same taps, same sums, only the order of additions differs.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class Resampler:
         self._branch = taps.size // self._up  # taps per polyphase branch
         self._history = np.zeros(self._branch - 1, dtype=np.float64)
         self._index, self._coef = self._plan(taps)
+        self._fast = self._plan_fast(taps)
 
     def _plan(
         self, taps: npt.NDArray[np.float64]
@@ -85,6 +92,14 @@ class Resampler:
         coef = taps[phase[:, None] + j[None, :] * self._up]
         return index.astype(np.intp), coef
 
+    def _plan_fast(self, taps: npt.NDArray[np.float64]) -> _FastPlan | None:
+        if self._up == self._down or (self._up > 1 and self._down > 1):
+            return None
+        if self._down == 1:
+            # Interpolation: output n = k*L + p is branch p (taps[p::L]) over input k.
+            return _FastPlan.interpolator(taps, self._up, self._in_len)
+        return _FastPlan.decimator(taps, self._down, self._in_len)
+
     @property
     def delay(self) -> float:
         """Group delay of the filter, in seconds."""
@@ -93,15 +108,91 @@ class Resampler:
     def reset(self) -> None:
         """Forget the history (a new talk spurt after a gap, or a new stream)."""
         self._history[:] = 0.0
+        if self._fast is not None:
+            self._fast.buffer[:] = 0.0
 
     def process(self, frame: AudioFrame) -> AudioFrame:
         """Resample one 20 ms frame; the history carries over to the next call."""
         check_frame(frame, self.rate_in)
         if self._up == self._down:
             return frame.copy()
+        if self._fast is not None:
+            return self._fast.run(frame)
         signal = np.concatenate((self._history, frame.astype(np.float64)))
         out: npt.NDArray[np.float64] = np.einsum("nj,nj->n", self._coef, signal[self._index])
         if self._history.size:
             self._history = signal[-self._history.size :].copy()
         result: AudioFrame = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+        return result
+
+
+class _FastPlan:
+    """Polyphase by convolution for M = 1 (interpolate by L) or L = 1 (decimate by M).
+
+    ``buffer`` is history + the current frame as float64; after each frame the newest
+    ``hist`` samples move to its front (the filter's memory across 20 ms edges). ``branches``
+    hold each branch's taps reversed: a convolution is then ``np.correlate``, which skips
+    ``np.convolve``'s reversal and copy on every call.
+    """
+
+    def __init__(
+        self,
+        branches: list[npt.NDArray[np.float64]],
+        hist: int,
+        in_len: int,
+        out_len: int,
+        step: int,
+        interpolate: bool,
+    ) -> None:
+        self.branches = branches
+        self.hist = hist
+        self.in_len = in_len
+        self.out_len = out_len
+        self.step = step
+        self.interpolate = interpolate
+        self.buffer = np.zeros(hist + in_len, dtype=np.float64)
+        self.out = np.empty(out_len, dtype=np.float64)
+        self.part = np.empty(out_len, dtype=np.float64)
+
+    @classmethod
+    def interpolator(cls, taps: npt.NDArray[np.float64], up: int, in_len: int) -> _FastPlan:
+        # y[k*L + p] = sum_j taps[p + j*L] * x[k - j]: a 'valid' convolution per branch p.
+        branches = [np.ascontiguousarray(taps[p::up][::-1]) for p in range(up)]
+        width = branches[0].size
+        return cls(branches, width - 1, in_len, in_len * up, up, True)
+
+    @classmethod
+    def decimator(cls, taps: npt.NDArray[np.float64], down: int, in_len: int) -> _FastPlan:
+        # y[n] = sum_j h[j] * s[H + M*n - j]; with j = M*i + r this is, per r, a convolution of
+        # g_r = h[r::M] with the every-M-th samples v_r = s[M-1-r::M]. Taps are zero-padded to a
+        # multiple of M (zero terms only) and the history is I*M - 1 samples so v_r starts >= 0.
+        width = -(-taps.size // down)
+        padded = np.zeros(width * down, dtype=np.float64)
+        padded[: taps.size] = taps
+        branches = [np.ascontiguousarray(padded[r::down][::-1]) for r in range(down)]
+        return cls(branches, width * down - 1, in_len, in_len // down, down, False)
+
+    def run(self, frame: AudioFrame) -> AudioFrame:
+        buffer, out = self.buffer, self.out
+        buffer[self.hist :] = frame
+        if self.interpolate:
+            step = self.step
+            for p, branch in enumerate(self.branches):
+                out[p::step] = np.correlate(buffer, branch, "valid")
+        else:
+            step, count = self.step, self.out_len + self.branches[0].size - 1
+            for r, branch in enumerate(self.branches):
+                start = step - 1 - r
+                part = np.correlate(buffer[start : start + step * count : step], branch, "valid")
+                if r:
+                    out += part
+                else:
+                    out[:] = part
+        if self.hist:
+            buffer[: self.hist] = buffer[-self.hist :]
+        # Round, then saturate: the sinc's overshoot can pass full scale on a full-scale input.
+        np.rint(out, out=out)
+        np.minimum(out, 32767.0, out=out)
+        np.maximum(out, -32768.0, out=out)
+        result: AudioFrame = out.astype(np.int16)
         return result
