@@ -155,3 +155,11 @@ def test_digest_replay_of_the_same_nonce_and_nc_is_refused() -> None:
             again.headers.get("WWW-Authenticate") or ""
         )
     assert "'digest:invalid_credentials': 1" in security_stats(out)
+
+
+def test_drop_failed_invites_silently() -> None:
+    with answerer("--allow", "127.0.0.2/32", "--drop-failed") as (port, out):
+        bad = SipClient(("127.0.0.1", port), source="127.0.0.3", timeout=1.0)
+        assert bad.request("INVITE", body=SDP) is None  # not a byte back
+        assert _status(bad.request("OPTIONS")) == (403, "Forbidden - IP Not Allowlisted")
+    assert "'dropped_silently': 1" in security_stats(out)
