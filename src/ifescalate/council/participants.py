@@ -118,6 +118,9 @@ class RoomParticipant:
         self.output = FrameQueue(queue_frames)
         self._up = Resampler(rate, room_rate)
         self._down = Resampler(room_rate, rate)
+        # Same rate both sides (a 16 kHz agent in a 16 kHz room): frames cross as copies, without
+        # going through a pass-through resampler on every 20 ms frame.
+        self._same_rate = rate == room_rate
         self.on_output: Callable[[], None] | None = None
         self.removed: str | None = None
 
@@ -126,7 +129,11 @@ class RoomParticipant:
     def push_input(self, frame: AudioFrame) -> None:
         """One received 20 ms frame at :attr:`rate`; resampled to the room rate and queued."""
         check_frame(frame, self.rate)
-        self.input.push(self._up.process(frame))
+        self.input.push(frame.copy() if self._same_rate else self._up.process(frame))
+
+    def _push_decoded(self, frame: AudioFrame) -> None:
+        """:meth:`push_input` for a frame this object just decoded (checked, owned: no copy)."""
+        self.input.push(frame if self._same_rate else self._up.process(frame))
 
     def pull_output(self) -> AudioFrame | None:
         """The oldest 20 ms frame of this participant's mix at :attr:`rate`, None when empty."""
@@ -140,7 +147,7 @@ class RoomParticipant:
 
     def deliver(self, frame: AudioFrame) -> None:
         """This tick's mix-minus at the room rate: resampled to :attr:`rate` and queued."""
-        self.output.push(self._down.process(frame))
+        self.output.push(frame.copy() if self._same_rate else self._down.process(frame))
         if self.on_output is not None:
             self.on_output()
 
@@ -191,7 +198,7 @@ class AgentFormat(enum.Enum):
         """An int16 frame at :attr:`rate` as one binary message (little-endian PCM or mu-law)."""
         if self is AgentFormat.MULAW_8000:
             return ulaw_encode(frame)
-        return frame.astype("<i2").tobytes()
+        return frame.astype("<i2", copy=False).tobytes()
 
 
 class AgentParticipant(RoomParticipant):
@@ -223,7 +230,8 @@ class AgentParticipant(RoomParticipant):
 
     def push_bytes(self, data: bytes) -> None:
         """One binary WebSocket message from the agent (raises :class:`FrameFormatError`)."""
-        self.push_input(self.format.decode(data))
+        # decode() returns a new array of the right size and rate: no second check or copy.
+        self._push_decoded(self.format.decode(data))
 
     def pull_output_bytes(self) -> bytes | None:
         """The next binary message for the agent, None when nothing is queued."""

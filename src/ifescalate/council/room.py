@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ifescalate.media.frames import FRAME_SECONDS, AudioFrame, check_frame, samples_per_frame
-from ifescalate.media.mixer import Mixer, SpeakingStarted
+from ifescalate.media.mixer import Mixer, SpeakingStarted, saturate
 
 from .announcement import default_announcement
 from .errors import CouncilError, DuplicateParticipant, RoomClosed, UnknownParticipant
@@ -242,10 +242,15 @@ class Room:
         """One 20 ms step: pull inputs, mix-minus, announcement, deliver, record, events."""
         if self.closed:
             return
-        inputs = {pid: p.pull_input() for pid, p in self._participants.items()}
+        participants = self._participants
+        inputs = {pid: p.pull_input() for pid, p in participants.items()}
         outputs = self._mixer.mix(inputs)
-        for pid, frame in outputs.items():
-            self._participants[pid].deliver(self._overlay(pid, frame))
+        if self._playing:
+            for pid, frame in outputs.items():
+                participants[pid].deliver(self._overlay(pid, frame))
+        else:  # the usual tick: no announcement is playing
+            for pid, frame in outputs.items():
+                participants[pid].deliver(frame)
         if self._recorder is not None:
             self._recorder.write(self._room_mix(inputs))
         self._speaking_events(now)
@@ -258,8 +263,9 @@ class Room:
         chunk = queue.popleft()
         if not queue:
             del self._playing[participant_id]
-        mixed = frame.astype(np.int32) + chunk
-        result: AudioFrame = np.clip(mixed, -32768, 32767).astype(np.int16)
+        mixed = frame.astype(np.int32)
+        mixed += chunk
+        result: AudioFrame = saturate(mixed).astype(np.int16)
         return result
 
     def _room_mix(self, inputs: Mapping[str, AudioFrame | None]) -> AudioFrame:
@@ -268,7 +274,7 @@ class Room:
         for pid, frame in inputs.items():
             if frame is not None and not self._rights[pid].muted:
                 total += frame
-        result: AudioFrame = np.clip(total, -32768, 32767).astype(np.int16)
+        result: AudioFrame = saturate(total).astype(np.int16)
         return result
 
     def _speaking_events(self, now: float) -> None:
