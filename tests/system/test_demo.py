@@ -73,11 +73,14 @@ def test_demo_on_a_fresh_machine(tmp_path: Path) -> None:
     assert 800 <= verdict - connected <= 2500
     # Every step is a witness entry, numbered in order.
     seqs = [int(n) for n in re.findall(r"\[witness #(\d+)\]", out)]
-    assert seqs == list(range(1, 11))
+    total = re.search(r"witness: OK: (\d+) events, chain and signatures valid", out)
+    assert total is not None, out
+    # The ten escalation steps plus the council room's (expert joined, announcement, left).
+    assert int(total.group(1)) >= 10
+    assert seqs == list(range(1, int(total.group(1)) + 1))
     assert "outcome completed, verdict approve, connected expert eli" in out
     assert re.search(r"ladder 1\. dana\s+timeout", out)
     assert re.search(r"ladder 2\. eli\s+answered", out)
-    assert "witness: OK: 10 events, chain and signatures valid" in out
     # Without --data-dir the state lived in a temporary directory, gone afterwards.
     data_dir = re.search(r"^data dir: (.+)$", out, re.M)
     assert data_dir is not None
@@ -98,17 +101,19 @@ def test_demo_kept_dir_reruns_and_refuses_a_tampered_log(tmp_path: Path) -> None
         stdin=subprocess.DEVNULL,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "OK: 10 events" in verify.stdout
+    once = re.search(r"OK: (\d+) events", verify.stdout)
+    assert once is not None and int(once.group(1)) >= 10
     # A second run on the same dir (tokens already issued, registry already there) appends.
     second, _ = _demo("--data-dir", str(data))
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "witness: OK: 20 events" in second.stdout
+    assert f"witness: OK: {2 * int(once.group(1))} events" in second.stdout
     # Rewrite one recorded verdict behind the witness's back: the demo must not report OK.
     with sqlite3.connect(data / "witness.sqlite3") as db:
         db.execute("DROP TRIGGER witness_events_no_update")
         changed = db.execute(
             "UPDATE witness_events SET details = replace(details, 'approve', 'reject') "
-            "WHERE type = 'VERDICT' AND seq <= 10"
+            "WHERE type = 'VERDICT' AND seq <= ?",
+            (int(once.group(1)),),
         ).rowcount
     assert changed == 1
     third, _ = _demo("--data-dir", str(data))
