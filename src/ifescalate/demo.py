@@ -395,13 +395,14 @@ async def run_escalation(
     print(f"service: API {started.api_url}, SIP {', '.join(map(str, started.sip))}")
     for expert in experts:
         print(f"expert {expert.expert_id}: {expert.uri}")
-    async with aiohttp.ClientSession() as http:
+    token = council_token(app, started)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         await check_ready(http, started.api_url)
         key = await fetch_public_key(http, started.api_url)
         for expert in experts:
             expert.public_key = key
         print("\nlive progress (council: the API event stream; expert: the expert's own UA):")
-        final = await run_council(http, started.api_url, council_token(app, started), clock)
+        final = await run_council(http, started.api_url, token, clock)
     for expert in experts:
         try:
             await expert.finished(5.0)

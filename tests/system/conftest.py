@@ -325,7 +325,7 @@ class Service:
         return [e["type"] for e in self.witness(esc_id)]
 
     def public_key(self) -> Ed25519PublicKey:
-        _, body = self.request("GET", "/v1/witness/public-key", role="")
+        _, body = self.request("GET", "/v1/witness/public-key", role="auditor")
         assert body["algorithm"] == "Ed25519"
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["public_key_hex"]))
 

@@ -16,8 +16,8 @@ CO, OP, AU = "council", "operator", "auditor"
 # (method, route template) -> the scopes allowed; None = public. Must list every route of the app.
 ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/health"): None,
-    ("GET", "/ready"): None,
-    ("GET", "/openapi.json"): None,
+    ("GET", "/ready"): {CO, OP, AU},
+    ("GET", "/openapi.json"): {CO, OP, AU},
     ("GET", "/metrics"): {AU, OP},
     ("POST", "/v1/escalations"): {CO},
     ("GET", "/v1/escalations"): {CO, OP, AU},
@@ -32,7 +32,7 @@ ACCESS: dict[tuple[str, str], set[str] | None] = {
     ("DELETE", "/v1/experts/{id}"): {OP},
     ("POST", "/v1/experts/{id}/suspend"): {OP},
     ("GET", "/v1/witness"): {AU, OP},
-    ("GET", "/v1/witness/public-key"): None,
+    ("GET", "/v1/witness/public-key"): {CO, OP, AU},
 }
 
 

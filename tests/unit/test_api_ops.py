@@ -22,7 +22,9 @@ METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 def test_openapi_lists_exactly_the_app_routes(tmp_path: Path) -> None:
     async def body() -> None:
         async with running(tmp_path) as env:
-            served = await (await env.client.get("/openapi.json")).json()
+            served = await (
+                await env.client.get("/openapi.json", headers=env.auth("auditor"))
+            ).json()
             assert served == openapi_document()
             assert served["openapi"].startswith("3.1")
             documented = {
@@ -63,7 +65,7 @@ def test_health_and_ready(tmp_path: Path) -> None:
     async def body() -> None:
         async with running(tmp_path, ApiConfig(readiness_timeout=0.1)) as env:
             assert await (await env.client.get("/health")).json() == {"status": "ok"}
-            ok = await env.client.get("/ready")
+            ok = await env.client.get("/ready", headers=env.auth("auditor"))
             assert ok.status == 200
             assert await ok.json() == {
                 "status": "ready",
@@ -71,7 +73,7 @@ def test_health_and_ready(tmp_path: Path) -> None:
                 "failed": [],
             }
             env.readiness.checks["sip"] = "no listener on udp:127.0.0.1:5060"
-            bad = await env.client.get("/ready")
+            bad = await env.client.get("/ready", headers=env.auth("auditor"))
             assert bad.status == 503
             assert await bad.json() == {
                 "status": "not_ready",
@@ -79,7 +81,7 @@ def test_health_and_ready(tmp_path: Path) -> None:
                 "failed": ["sip"],
             }
             env.readiness.delay = 1.0
-            slow = await env.client.get("/ready")
+            slow = await env.client.get("/ready", headers=env.auth("auditor"))
             assert slow.status == 503 and (await slow.json())["failed"] == ["readiness"]
 
     asyncio.run(body())
@@ -177,7 +179,9 @@ def test_witness_query_and_public_key(tmp_path: Path) -> None:
             assert [e["seq"] for e in page["events"]] == [3, 4]
             bad = await env.client.get("/v1/witness?after=-1", headers=auth)
             assert bad.status == 422 and "after" in (await bad.json())["errors"]
-            key = await (await env.client.get("/v1/witness/public-key")).json()
+            key = await (
+                await env.client.get("/v1/witness/public-key", headers=env.auth("auditor"))
+            ).json()
             assert key["algorithm"] == "Ed25519"
             assert key["public_key_hex"] == public_key_hex(w.signer.public_key())
             assert key["public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----")

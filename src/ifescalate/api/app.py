@@ -59,6 +59,7 @@ from .common import (
     public,
     requires,
 )
+from .ratelimit import RateLimiter, rate_limit_middleware
 from .witness_reader import WitnessReader
 
 __all__ = ["build_app", "openapi_document"]
@@ -195,7 +196,7 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@public
+@requires(Scope.COUNCIL, Scope.OPERATOR, Scope.AUDITOR)
 async def ready(request: web.Request) -> web.Response:
     """Readiness: each check maps to None (passing) or why it fails; any failure answers 503."""
     d = deps(request)
@@ -226,7 +227,7 @@ def openapi_document() -> dict[str, Any]:
     return doc
 
 
-@public
+@requires(Scope.COUNCIL, Scope.OPERATOR, Scope.AUDITOR)
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(
         text=json.dumps(openapi_document(), separators=(",", ":")), content_type="application/json"
@@ -275,8 +276,14 @@ def build_app(
     rooms agents join over ``/v1/escalations/{id}/media`` (None: that route answers 503).
     """
     cfg = config or ApiConfig()
+    limits = (
+        [rate_limit_middleware(RateLimiter(cfg.rate_limit, cfg.rate_window))]
+        if cfg.rate_limit > 0
+        else []
+    )
     app = web.Application(
-        middlewares=[observe, authenticate, domain_errors], client_max_size=cfg.max_body_bytes
+        middlewares=[observe, *limits, authenticate, domain_errors],
+        client_max_size=cfg.max_body_bytes,
     )
     app[DEPS] = Deps(service, registry, witness_reader, tokens, metrics, readiness, cfg)
     if council is not None:

@@ -38,6 +38,9 @@ class ApiConfig:
     metrics_open_on_loopback: bool = False
     hazards: Sequence[str] = DEFAULT_HAZARDS
     max_list_limit: int = 1000
+    #: Requests per client address per window (0 disables); /health is exempt.
+    rate_limit: int = 300
+    rate_window: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..witness import public_key_hex, public_key_pem
 from .auth import Scope
-from .common import deps, json_response, public, query_int, requires
+from .common import deps, json_response, query_int, requires
 
 _MAX_SEQ = 2**63 - 1
 
@@ -28,9 +28,10 @@ async def list_witness(request: web.Request) -> web.Response:
     return json_response({"events": [e.to_dict() for e in events], "next_after": next_after})
 
 
-@public
+@requires(Scope.COUNCIL, Scope.OPERATOR, Scope.AUDITOR)
 async def witness_public_key(request: web.Request) -> web.Response:
-    """Public on purpose: anyone holding an export must be able to verify it offline."""
+    """Any token may read it (security issue: every endpoint but /health needs a token); offline
+    verifiers get it with the export manifest or from witness_ed25519.pub.pem."""
     key = deps(request).witness.public_key()
     return json_response(
         {
