@@ -4,7 +4,8 @@
 (RFC 3550 §11). ``MediaSession`` owns one pair for one call. It builds its own SDP offer or answer
 (so the real port and, over TLS, SDES keys go out, RFC 4568), negotiates (RFC 3264), then runs:
 
-- a drift-free 20 ms clock (``MediaClock`` deadlines through ``loop.call_at``) that pulls one frame
+- a drift-free 20 ms clock (``MediaClock`` deadlines on the loop's shared ticker, one timer for
+  every clock of the loop: ``net/room_clock.py``) that pulls one frame
   from ``source`` (None = silence), encodes it (or sends RFC 4733 events while a key is pressed),
   and pops one frame from the jitter buffer into ``sink``;
 - non-blocking sockets read through ``loop.add_reader``: SRTP unprotect, RTP parse, RFC 3550 A.1
@@ -66,6 +67,7 @@ from ..sip.sdp import (
     negotiate,
     parse_sdp,
 )
+from .room_clock import EARLY, SharedTicker, TickerHandle
 
 log = logging.getLogger("ifescalate.rtp")
 
@@ -232,7 +234,8 @@ class MediaSession:
         self._rechunk = Rechunker(160)
         self._stats: ReceiverStats | None = None
         self._clock: MediaClock | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: TickerHandle | None = None
+        self._ticker = SharedTicker.for_loop(loop)
         self._last_rx = 0.0
         self._next_rtcp = 0.0
         self._packets_at_report = 0
@@ -363,13 +366,13 @@ class MediaSession:
 
     def _arm(self) -> None:
         assert self._clock is not None
-        self._timer = self.loop.call_at(self._clock.next_deadline(), self._on_clock)
+        self._timer = self._ticker.call_at(self._clock.next_deadline(), self._on_clock)
 
     def _on_clock(self) -> None:
         if self.closed or self._clock is None:
             return
         now = self.loop.time()
-        ticks = self._clock.advance(now)
+        ticks = self._clock.advance(now + EARLY)  # the shared ticker runs up to EARLY before
         for _ in range(ticks.due):
             self._tick(now)
             if self.closed:
