@@ -186,6 +186,7 @@ class App:
                 auth_password=auth_password,
                 ring_ms=sip.ring_ms,
                 media_host=sip.media_host,
+                auth_algorithms=tuple(sip.auth_algorithms),
                 media=self._media_config(),
             )
         )

@@ -41,6 +41,9 @@ class SipSettings:
     media_host: str | None = None
     #: Digest realm experts authenticate in when they call in (their registry credentials).
     realm: str = "ifescalate"
+    #: Digest algorithms offered to callers, strongest first (RFC 8760 section 2.4). SIPp 3.6 takes
+    #: the first challenge and computes MD5 only: ["MD5"] lets it call in (experts need ha1_md5).
+    auth_algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"])
 
 
 @dataclass(slots=True)
@@ -194,4 +197,7 @@ def load_settings(
         isinstance(x, str) for x in settings.sip.listen
     ):
         raise ConfigError("sip.listen must be a list like ['udp:127.0.0.1:5060']")
+    algorithms = settings.sip.auth_algorithms
+    if not algorithms or not all(a in ("SHA-256", "MD5") for a in algorithms):
+        raise ConfigError(f"sip.auth_algorithms must list SHA-256 and/or MD5, got {algorithms!r}")
     return settings

@@ -259,7 +259,9 @@ class UserAgent:
             self.config.realm = realm
         self.credential_lookup = lookup
         if self.digest is None or realm is not None:
-            self.digest = DigestServer(self.config.realm, self.config.auth_key)
+            self.digest = DigestServer(
+                self.config.realm, self.config.auth_key, algorithms=self.config.auth_algorithms
+            )
 
     def attach(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
