@@ -28,3 +28,19 @@ def test_polyphase_fast_path_matches_the_general_plan(rate_in: int, rate_out: in
             fast.reset()
             general.reset()
         np.testing.assert_array_equal(fast.process(frame), general.process(frame))
+
+
+def test_plain_rtp_packet_fast_paths_are_byte_exact_and_still_validate() -> None:
+    from ifescalate.media.rtp import RtpError, RtpPacket
+
+    wire = bytes.fromhex("80e0 1234 0000abcd 0102 0304") + b"\xff" * 4
+    packet = RtpPacket.parse(wire)
+    assert packet == RtpPacket(96, 0x1234, 0xABCD, 0x01020304, b"\xff" * 4, marker=True)
+    assert bytes(packet) == wire
+    # The general path (a CSRC) and the fast one agree on the shared fields.
+    with_csrc = RtpPacket(96, 0x1234, 0xABCD, 0x01020304, b"\xff" * 4, True, (7,))
+    assert RtpPacket.parse(bytes(with_csrc)) == with_csrc
+    with pytest.raises(RtpError, match="sequence number out of range"):
+        RtpPacket(0, 0x10000, 0, 0)
+    with pytest.raises(RtpError, match="CSRC out of range"):
+        RtpPacket(0, 0, 0, 0, csrcs=(-1,))

@@ -99,6 +99,17 @@ class RtpPacket:
     padding: int = 0
 
     def __post_init__(self) -> None:
+        # One chained comparison for the usual packet (every field in range, no CSRC); the
+        # field-by-field checks below only run to name what is wrong (or to check CSRCs).
+        if (
+            0 <= self.payload_type <= 0x7F
+            and 0 <= self.sequence <= 0xFFFF
+            and 0 <= self.timestamp <= 0xFFFFFFFF
+            and 0 <= self.ssrc <= 0xFFFFFFFF
+            and 0 <= self.padding <= 0xFF
+            and not self.csrcs
+        ):
+            return
         _check_range("payload type", self.payload_type, 0x7F)
         _check_range("sequence number", self.sequence, 0xFFFF)
         _check_range("timestamp", self.timestamp, 0xFFFFFFFF)
@@ -119,6 +130,9 @@ class RtpPacket:
         if len(data) < HEADER_SIZE:
             raise RtpError(f"RTP packet too short: {len(data)} bytes, need at least {HEADER_SIZE}")
         b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+        if b0 == 0x80:  # version 2, no padding, no extension, no CSRC: the usual audio packet
+            payload = bytes(data[HEADER_SIZE:])
+            return cls(b1 & 0x7F, sequence, timestamp, ssrc, payload, bool(b1 & 0x80))
         if b0 >> 6 != RTP_VERSION:
             raise RtpError(f"RTP version must be 2, got {b0 >> 6}")
         end = _payload_end(data, bool(b0 & 0x20))
@@ -139,6 +153,9 @@ class RtpPacket:
         )
 
     def __bytes__(self) -> bytes:
+        if not (self.padding or self.csrcs or self.extension is not None):
+            b1 = (0x80 if self.marker else 0) | self.payload_type
+            return _HEADER.pack(0x80, b1, self.sequence, self.timestamp, self.ssrc) + self.payload
         b0 = (RTP_VERSION << 6) | (0x20 if self.padding else 0) | len(self.csrcs)
         b0 |= 0x10 if self.extension is not None else 0
         b1 = (0x80 if self.marker else 0) | self.payload_type
