@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ import pytest
 import yaml
 
 from ifescalate.sip.digest import ha1
-from tests.peers import SippProcess, free_port
+from tests.peers import Baresip, SippProcess, free_port
 
 from .conftest import HOST, SCENARIOS, Deployment, ExpertSpec, Service, assert_chain_ok
 from .test_escalation_media import RATE, Agent, terminated
@@ -160,4 +161,63 @@ def test_sipp_calls_in_agent_hears_speech_and_dtmf_1_approves(
     media = details["media"]
     assert len(media) == 1 and media[0]["codec"] == "PCMA", media
     assert media[0]["received"] > 100 and media[0]["dtmf"] == 1, media
+    assert assert_chain_ok(dep.data_dir).startswith("OK: ")
+
+
+# --------------------------------------------------------- 2. baresip presses a key over RTP
+
+
+def baresip_command(port: int, command: str, params: str) -> dict[str, Any]:
+    """One command to baresip's ctrl_tcp module: JSON in a netstring, the reply likewise."""
+    body = json.dumps({"command": command, "params": params, "token": "t1"}).encode()
+    with socket.create_connection((HOST, port), timeout=5) as conn:
+        conn.sendall(b"%d:%s," % (len(body), body))
+        raw = b""
+        while not raw.endswith(b","):
+            chunk = conn.recv(4096)
+            assert chunk, f"ctrl_tcp closed after {raw!r}"
+            raw += chunk
+    length, _, rest = raw.partition(b":")
+    assert int(length) == len(rest) - 1, raw
+    reply: dict[str, Any] = json.loads(rest[:-1])
+    return reply
+
+
+def test_baresip_expert_presses_2_over_rfc4733_and_the_verdict_is_reject(
+    deploy: Callable[..., Deployment],
+) -> None:
+    ctrl = free_port("tcp")
+    extra = f"module_app ctrl_tcp.so\nctrl_tcp_listen {HOST}:{ctrl}\n"
+    with Baresip(USER, answer=True, duration=40, sip_trace=True, extra_config=extra) as phone:
+        dep = deploy([ExpertSpec(USER, phone.uri)])
+        with dep.service() as svc:
+            esc_id = svc.escalate()["id"]
+            svc.wait_state(esc_id, "connected", timeout=10)
+            phone.wait_established(timeout=5)
+            svc.wait_witness(esc_id, "BRIDGE_ESTABLISHED")
+            # A key that is no verdict first: nothing may happen.
+            assert baresip_command(ctrl, "sndcode", "5")["ok"] is True
+            phone.wait_for(r"send DTMF digit end: '5'", timeout=5)
+            time.sleep(0.6)
+            assert not verdicts(svc, esc_id)
+            reply = baresip_command(ctrl, "sndcode", "2")
+            assert reply["ok"] is True and reply["token"] == "t1", reply
+            poll(svc, lambda: bool(verdicts(svc, esc_id)), "VERDICT", timeout=10)
+            view = svc.escalation(esc_id)
+            svc.cancel(esc_id)
+            poll(svc, lambda: svc.escalation(esc_id)["state"] == "ended", "ended", timeout=10)
+            details = terminated(svc, esc_id)
+            types = svc.event_types(esc_id)
+            found = verdicts(svc, esc_id)
+        log = phone.log()
+
+    assert view["state"] == "connected" and view["verdict"] == "reject", view
+    assert len(found) == 1 and "reject" in json.dumps(found[0]), found
+    assert types.index("BRIDGE_ESTABLISHED") < types.index("VERDICT") < types.index("TERMINATED")
+    # baresip negotiated telephone-event and sent both keys as RFC 4733 events on its RTP stream
+    # (the serve side counted them on the expert's leg); no SIP INFO carried them.
+    assert re.search(r"^a=rtpmap:\d+ telephone-event/8000", log, re.M), log[-3000:]
+    assert "INFO sip:" not in log
+    media = details["media"]
+    assert len(media) == 1 and media[0]["dtmf"] == 2, media
     assert assert_chain_ok(dep.data_dir).startswith("OK: ")
