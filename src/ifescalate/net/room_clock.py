@@ -11,10 +11,11 @@ the figure the media benchmark reports, since a late tick is audio the far ends 
 
 Every 20 ms clock of a loop (rooms here, RTP sessions in ``net/rtp.py``) shares one
 :class:`SharedTicker`: a heap of deadlines behind one ``loop.call_at``. One wake-up runs every
-deadline due within :data:`EARLY` (1 ms), so hundreds of calls cost tens of wake-ups per 20 ms,
-not one or two per call; and a timer that the loop's millisecond clock fires a hair before its
-deadline (uvloop counts milliseconds) runs its tick instead of spinning on re-arms until the
-millisecond turns. A tick may thus start up to 1 ms early; its ``now`` is the real time.
+deadline already due, so clocks whose deadlines fall in the same millisecond of uvloop's clock
+(which counts milliseconds: with hundreds of calls, tens of clocks per millisecond) cost one
+wake-up, not one each. A deadline within :data:`EARLY` (float rounding of ``start + n * period``)
+counts as due: before, ``X.0200000000001 > X.020`` made a clock re-arm a zero delay until uvloop's
+millisecond turned (about three timer fires per tick, up to 1 ms of spinning).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ __all__ = ["EARLY", "ClockStats", "RoomClock", "SharedTicker", "Tickable", "Tick
 LATE_THRESHOLD = 0.005
 """Seconds after its deadline that a tick counts as late."""
 
-EARLY = 0.001
-"""A deadline this close to now is due now: the resolution of uvloop's clock (milliseconds)."""
+EARLY = 1e-6
+"""A deadline this close to now is due now (float rounding of deadlines; no tick runs early)."""
 
 
 class TickerHandle:
