@@ -297,7 +297,11 @@ class App:
             tokens=self.tokens,
             metrics=self.metrics,
             readiness=self.readiness,
-            config=ApiConfig(hazards=tuple(self.settings.hazards)),
+            config=ApiConfig(
+                hazards=tuple(self.settings.hazards),
+                rate_limit=self.settings.api.rate_limit,
+                rate_window=self.settings.api.rate_window,
+            ),
             council=self.council,
         )
         self.runner = web.AppRunner(app, access_log=None)

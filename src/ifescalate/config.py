@@ -83,6 +83,9 @@ class SecuritySettings:
 class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Requests per client address per window (0: no limit); /health is exempt.
+    rate_limit: int = 300
+    rate_window: float = 10.0
 
 
 @dataclass(slots=True)

@@ -287,7 +287,7 @@ class Service:
                 )
             if not self.running:
                 raise AssertionError(f"serve died:\n{self.output()[-3000:]}")
-            time.sleep(0.02)
+            time.sleep(0.1)  # stays well inside the API's per-address rate limit
             view = self.escalation(esc_id)
         return view
 
@@ -319,7 +319,7 @@ class Service:
                 return seen
             if time.monotonic() > deadline:
                 raise AssertionError(f"witness of {esc_id} lacks {types} after {timeout} s: {seen}")
-            time.sleep(0.02)
+            time.sleep(0.1)
 
     def event_types(self, esc_id: str) -> list[str]:
         return [e["type"] for e in self.witness(esc_id)]
