@@ -42,7 +42,7 @@ class Bridge:
     def add_expert(self, expert_id: str, session: MediaSession) -> None:
         """Join the expert's RTP session to the room and start the room's 20 ms clock."""
         loop = asyncio.get_running_loop()
-        leg = SipLegParticipant(f"expert-{expert_id}", rate=session.clock_rate, role=Role.EXPERT)
+        leg = SipLegParticipant(f"expert-{expert_id}", rate=session.sample_rate, role=Role.EXPERT)
         session.sink = leg.sink
         session.source = leg.pull_output
         self._sessions.append(session)

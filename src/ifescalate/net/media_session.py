@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import wave
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,15 +62,23 @@ def _sid(ua: UserAgent) -> int:
 
 
 def answer_with_media(
-    ua: UserAgent, call: Call, transport: str, codecs: tuple[Codec, ...], session_id: int
+    ua: UserAgent,
+    call: Call,
+    transport: str,
+    codecs: tuple[Codec, ...] | None = None,
+    session_id: int | None = None,
 ) -> bytes:
     """The SDP of our 2xx for ``call``, from a new session stored on ``call.media``.
+
+    ``codecs`` default to the media configuration's (:meth:`MediaConfig.sdp_codecs`).
 
     Raises NotAcceptableHere (488) when the offer cannot be served; the session is then closed.
     """
     config = ua.config.media
     assert config is not None
     host = ua._media_host(transport)
+    codecs = codecs or config.sdp_codecs()
+    session_id = session_id if session_id is not None else _sid(ua)
     session = _open(ua, config, host, call.call_id)
     try:
         if call.invite.body:
@@ -88,11 +96,15 @@ def answer_with_media(
 
 
 def offer_with_media(
-    ua: UserAgent, transport: str, codecs: tuple[Codec, ...]
+    ua: UserAgent, transport: str, codecs: tuple[Codec, ...] | None = None
 ) -> tuple[MediaSession, bytes]:
-    """A session for an outgoing call and the offer to put in its INVITE."""
+    """A session for an outgoing call and the offer to put in its INVITE.
+
+    ``codecs`` default to the media configuration's, best first (:meth:`MediaConfig.sdp_codecs`).
+    """
     config = ua.config.media
     assert config is not None
+    codecs = codecs or config.sdp_codecs()
     host = ua._media_host(transport)
     session = _open(ua, config, host, "")
     sid = _sid(ua)
@@ -140,7 +152,8 @@ def _no_media(ua: UserAgent, call: Call) -> None:
 class WavLoop:
     """A 16-bit WAV (any rate with whole 20 ms frames, channels averaged) played in a loop.
 
-    The whole file is resampled to ``rate`` once, at creation (call start).
+    The whole file is resampled to ``rate`` once, at creation (call start): the session's
+    :attr:`~MediaSession.sample_rate`, so 8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus.
     """
 
     def __init__(self, path: Path | str, rate: int) -> None:
@@ -169,7 +182,9 @@ def _resample_all(mono: AudioFrame, rate_in: int, rate_out: int) -> list[AudioFr
 
 
 class WavRecorder:
-    """Writes every received frame to a 16-bit mono WAV at the codec rate; close() finishes it."""
+    """Writes every received frame to a 16-bit mono WAV at ``rate`` (the session's sample rate:
+    the codec's audio rate, 16 kHz for G.722 although its RTP clock is 8 kHz); close() finishes it.
+    """
 
     def __init__(self, path: Path | str, rate: int) -> None:
         self.path = Path(path)
@@ -215,13 +230,18 @@ def cli_media_config(
     record: str | None = None,
     echo: bool = False,
     verbose: bool = False,
+    codecs: Sequence[str] | None = None,
 ) -> MediaConfig:
-    """``--play WAV`` / ``--record WAV`` / ``--echo`` as a MediaConfig for ``UaConfig.media``."""
+    """``--play WAV`` / ``--record WAV`` / ``--echo`` as a MediaConfig for ``UaConfig.media``.
+
+    Files are played and recorded at the negotiated codec's sample rate; ``codecs`` (encoding
+    names, best first) replaces the default preference opus > G722 > PCMU > PCMA.
+    """
     calls = [0]
 
     def on_start(session: MediaSession) -> None:
         calls[0] += 1
-        rate = session.clock_rate
+        rate = session.sample_rate
         if play is not None:
             session.source = WavLoop(play, rate)
         sinks: list[Callable[[AudioFrame], None]] = []
@@ -241,7 +261,9 @@ def cli_media_config(
             _say(f"media {session.call_id} {codec} port {session.port} srtp {bool(session.srtp)}")
             session.on_close.append(lambda: _say(f"media ended {session.stats()}"))
 
-    return MediaConfig(on_start=on_start)
+    if codecs is None:
+        return MediaConfig(on_start=on_start)
+    return MediaConfig(on_start=on_start, codecs=tuple(codecs))
 
 
 def _fan_out(sinks: list[Callable[[AudioFrame], None]]) -> Callable[[AudioFrame], None]:

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -53,7 +53,7 @@ from ..media.rtcp import (
     parse_compound,
     round_trip_time,
 )
-from ..media.rtp import ReceiverStats, RtpPacket, RtpSender, ts_add
+from ..media.rtp import TS_MOD, ReceiverStats, RtpPacket, RtpSender, ts_add
 from ..media.srtp import CryptoAttribute as SrtpCrypto
 from ..media.srtp import SrtpChannel, SrtpSuite, answer_crypto, make_crypto
 from ..sip.sdp import (
@@ -66,6 +66,13 @@ from ..sip.sdp import (
     build_offer,
     negotiate,
     parse_sdp,
+)
+from .codec_prefs import (
+    DEFAULT_PREFERENCE,
+    answer_codecs,
+    check_preference,
+    event_for,
+    offer_codecs,
 )
 from .room_clock import EARLY, SharedTicker, TickerHandle
 
@@ -160,7 +167,19 @@ class MediaConfig:
     srtp: Literal["auto", "off", "mandatory"] = "auto"
     #: Called with every session when its call's media starts (attach source, sink, on_dtmf).
     on_start: Callable[[MediaSession], None] | None = None
+    #: Audio codecs we offer and accept, best first (SDP encoding names: opus, G722, PCMU, PCMA).
+    codecs: tuple[str, ...] = DEFAULT_PREFERENCE
+    #: As answerer, pick the first of ``codecs`` the offer has, not the first offered codec we
+    #: support (RFC 3264 §6.1 only recommends keeping the offerer's order).
+    prefer_own_order: bool = False
     _pool: RtpPortPool | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_preference(self.codecs)
+
+    def sdp_codecs(self) -> tuple[Codec, ...]:
+        """What our offers list and our answers may accept: ``codecs`` plus telephone-events."""
+        return offer_codecs(self.codecs)
 
     def port_pool(self) -> RtpPortPool:
         """The pool every session of this configuration takes its ports from (made on first use)."""
@@ -227,6 +246,7 @@ class MediaSession:
         self._offered_crypto: SrtpCrypto | None = None
         self._rx_pts: set[int] = set()
         self._rx_event_pt: int | None = None
+        self._ts_scale = 1  # PCM samples per RTP timestamp unit: 2 for G.722, else 1
         self._sender: RtpSender | None = None
         self._dtmf_tx: DtmfSender | None = None
         self._dtmf_rx: DtmfReceiver | None = None
@@ -251,9 +271,21 @@ class MediaSession:
         return self._sender.ssrc if self._sender is not None else None
 
     @property
-    def clock_rate(self) -> int:
-        """PCM rate of the frames ``source`` gives and ``sink`` takes (the codec's)."""
+    def sample_rate(self) -> int:
+        """Sample rate (Hz) of the 20 ms frames ``source`` gives and ``sink`` takes: the codec's
+        audio rate (8000 G.711, 16000 G.722, 48000 Opus), not its RTP clock; 8000 before offer/answer.
+        """
         return self.codec.clock_rate if self.codec is not None else 8000
+
+    @property
+    def clock_rate(self) -> int:
+        """Same as :attr:`sample_rate` (kept for callers written before G.722/Opus)."""
+        return self.sample_rate
+
+    @property
+    def rtp_clock_rate(self) -> int:
+        """Rate of our RTP timestamps (RFC 3551 §4.5): 8000 for G.711 and G.722, 48000 for Opus."""
+        return self.codec.rtp_clock_rate if self.codec is not None else 8000
 
     # -- offer / answer (RFC 3264, RFC 4568) --------------------------------------------------------
 
@@ -285,17 +317,29 @@ class MediaSession:
     def answer(
         self, offer: bytes, *, address: str, codecs: Sequence[Codec], session_id: int
     ) -> bytes:
-        """Answer ``offer`` and negotiate; raises NotAcceptableHere (488) / SipParseError."""
+        """Answer ``offer`` with one audio codec and negotiate; raises NotAcceptableHere (488) /
+        SipParseError.
+
+        ``codecs`` are those we support, best first. The choice is the first offered codec among
+        them (RFC 3264 §6.1 keeps the offerer's order), or the first of ``codecs`` that was offered
+        when ``config.prefer_own_order``; the answer carries it alone, with the telephone-event at
+        its RTP clock if offered (:mod:`~ifescalate.net.codec_prefs`).
+        """
         parsed = parse_sdp(offer)
         crypto_answer = self._crypto_answer(parsed)
-        answer = build_answer(
-            parsed,
-            address=address,
-            port=self.port,
-            codecs=codecs,
-            session_id=session_id,
-            crypto_answer=crypto_answer,
-        )
+
+        def answer_with(supported: Sequence[Codec]) -> SessionDescription:
+            return build_answer(
+                parsed,
+                address=address,
+                port=self.port,
+                codecs=supported,
+                session_id=session_id,
+                crypto_answer=crypto_answer,
+                prefer_offer_order=not self.config.prefer_own_order,
+            )
+
+        answer = answer_with(answer_codecs(answer_with(codecs), codecs))
         self._configure(negotiate(parsed, answer, role="answerer"), answer)
         return answer.to_bytes()
 
@@ -327,13 +371,21 @@ class MediaSession:
             raise NotAcceptableHere(f"cannot run the negotiated media: {exc}") from None
         if nm.profile == "RTP/SAVP" and self.srtp is None:
             raise NotAcceptableHere("RTP/SAVP negotiated without usable keys")
+        if codec.clock_rate % codec.rtp_clock_rate:
+            raise NotAcceptableHere(f"{codec.name}: sample rate is no multiple of the RTP clock")
+        # RFC 4733 §2.1: events share the audio's timestamp clock; one at another rate is unusable.
+        rtp_rate = codec.rtp_clock_rate
+        event = next((c for c in nm.codecs if c.payload_type == nm.telephone_event), None)
+        if event is not None and event.clock_rate != rtp_rate:
+            nm = replace(nm, telephone_event=None)
         self.negotiated, self.codec = nm, codec
+        self._ts_scale = codec.clock_rate // rtp_rate
         # We receive with the numbers our own SDP listed (RFC 3264 §6.1), send with the peer's.
         ours = local.media[nm.index].codecs
         self._rx_pts = {c.payload_type for c in ours if c.matches(nm.codec)}
         self._rx_pts.add(nm.codec.payload_type)
-        events = [c.payload_type for c in ours if c.is_telephone_event]
-        self._rx_event_pt = events[0] if events else nm.telephone_event
+        our_event = event_for(ours, rtp_rate)
+        self._rx_event_pt = our_event.payload_type if our_event else nm.telephone_event
         if not nm.rtcp_mux:
             self.remote_rtcp = (nm.remote_rtcp_address, nm.remote_rtcp_port)
         self.remote_rtp = (nm.remote_address, nm.remote_port)
@@ -503,10 +555,14 @@ class MediaSession:
         assert self.codec is not None and self._jitter is not None
         try:
             decoded = self.codec.decode(packet.payload)
-            timestamp, frames = packet.timestamp, decoded
+            # The jitter buffer and the rechunker count in PCM samples; RFC 3551 §4.5.2 G.722's
+            # timestamp counts 8 kHz units, half its samples. Scaling modulo 2^32 keeps every
+            # timestamp difference (all they use) exact.
+            timestamp = packet.timestamp * self._ts_scale % TS_MOD
+            frames = decoded
             if len(decoded) % self._jitter.frame_samples:
                 # A peer packetizing at another ptime (30 ms from SIPp's pcaps): cut into 20 ms.
-                timestamp, frames = self._rechunk.feed(packet.timestamp, decoded)
+                timestamp, frames = self._rechunk.feed(timestamp, decoded)
             if len(frames):
                 self._jitter.push(packet.sequence, timestamp, frames, now, ssrc=packet.ssrc)
         except MediaError:
@@ -627,8 +683,8 @@ class Rechunker:
     """Cuts decoded audio of any packet length into whole 20 ms frames on the RTP timeline.
 
     Contiguous packets (each timestamp where the previous one ended) carry their remainder over; a
-    gap or reordering drops the partial frame, which the jitter buffer then conceals. Assumes one
-    RTP timestamp unit per PCM sample (true for G.711; RFC 3551 §4.5.2 G.722 differs).
+    gap or reordering drops the partial frame, which the jitter buffer then conceals. Timestamps
+    count PCM samples: the session scales G.722's 8 kHz RTP timestamps before feeding them.
     """
 
     def __init__(self, frame_samples: int) -> None:

@@ -437,7 +437,7 @@ class UserAgent:
     def _sdp_answer(self, call: Call, transport: str) -> bytes:
         sid = int.from_bytes(bytes.fromhex(self.ids.token(4)), "big")
         if self.config.media is not None:
-            return answer_with_media(self, call, transport, AUDIO_CODECS, sid)
+            return answer_with_media(self, call, transport, session_id=sid)
         if call.invite.body:
             # Identical offers are parsed and answered once; only o= changes per call.
             return self._answers.answer(
@@ -692,7 +692,7 @@ class UserAgent:
         target = target or target_for_uri(uri)
         media = None
         if sdp is None and self.config.media is not None:
-            media, sdp = offer_with_media(self, target.transport, AUDIO_CODECS)
+            media, sdp = offer_with_media(self, target.transport)
         body = sdp if sdp is not None else self._sdp_offer(target.transport)
         invite = self._out_of_dialog(
             "INVITE", uri, target, headers=headers, body=body, content_type="application/sdp"
