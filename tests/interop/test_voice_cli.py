@@ -1,5 +1,6 @@
 """Our `sip call` to our `sip answer` with media: over UDP (plain RTP) and over TLS (RTP/SAVP, SDES keys
-made per call by each side), each side playing its own tone and recording the other's.
+made per call by each side), each side playing its own tone and recording the other's. Both prefer
+Opus, so the call runs Opus at 48 kHz (the G.711 interop is baresip's and SIPp's).
 
 Also `--echo`: what we send comes back.
 """
@@ -7,6 +8,7 @@ Also `--echo`: what we send comes back.
 from __future__ import annotations
 
 import re
+import wave
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,12 @@ def test_call_to_our_answerer_tones_both_ways(
         assert run.returncode == 0, run.explain()
         wait_output(answerer, r"^media ended ")
     srtp = "True" if kind == "tls" else "False"
-    assert re.search(rf"^media \S+ PCMU port \d+ srtp {srtp}$", answerer.output(), re.M)
+    # Both sides prefer Opus (MediaConfig default opus > G722 > PCMU > PCMA): it wins, and the
+    # WAV ends run at its 48 kHz sample rate.
+    assert re.search(rf"^media \S+ opus port \d+ srtp {srtp}$", answerer.output(), re.M)
+    for heard in (heard_by_answer, heard_by_call):
+        with wave.open(str(heard), "rb") as wav:
+            assert wav.getframerate() == 48000
     assert_tone(heard_by_answer, 440)
     assert_tone(heard_by_call, 1000)
 
