@@ -25,7 +25,6 @@ from .export import (
     manifest_path_for,
     read_manifest,
     verify_export,
-    verify_export_parallel,
 )
 from .keys import (
     KEY_FILE,
@@ -34,7 +33,8 @@ from .keys import (
     load_public_key,
     parse_public_key,
 )
-from .service import PUBLIC_KEY_META, verify_store
+from .parallel import verify_store_parallel
+from .service import PUBLIC_KEY_META
 from .store import DB_FILE, SqliteStore, WitnessStore
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
@@ -61,10 +61,20 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=int,
-        default=1,
-        help="processes for signature checks of --file (0: all cores)",
+        type=_jobs,
+        default=0,
+        help="worker processes: a number, or 0/auto for every core (default); any value gives "
+        "the same answer",
     )
+
+
+def _jobs(text: str) -> int:
+    if text == "auto":
+        return 0
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,12 +142,12 @@ def _verify(args: argparse.Namespace) -> VerifyResult:
         manifest = read_manifest(manifest_path, pinned) if manifest_path.exists() else None
         if manifest is None:
             print("note: no manifest, a cut-off tail cannot be detected", file=sys.stderr)
-        if args.jobs != 1 and args.signatures == "all":
-            return verify_export_parallel(
-                args.file, public_key=pinned, manifest=manifest, jobs=args.jobs or None
-            )
         return verify_export(
-            args.file, public_key=pinned, manifest=manifest, signatures=args.signatures
+            args.file,
+            public_key=pinned,
+            manifest=manifest,
+            signatures=args.signatures,
+            jobs=args.jobs or None,
         )
     return asyncio.run(_verify_store(args, pinned))
 
@@ -156,7 +166,9 @@ async def _verify_store(args: argparse.Namespace, pinned: Ed25519PublicKey | Non
                 file=sys.stderr,
             )
             key = parse_public_key(recorded)
-        return await verify_store(store, key, signatures=args.signatures)
+        return await verify_store_parallel(
+            store, key, signatures=args.signatures, jobs=args.jobs or None
+        )
     finally:
         await store.close()
 

@@ -21,11 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .core import (
     ChainHead,
-    Event,
     EventError,
     SignatureCheck,
     Signer,
-    Verifier,
     VerifyResult,
     WitnessError,
 )
@@ -119,20 +117,26 @@ def verify_export(
     public_key: Ed25519PublicKey | None = None,
     manifest: Manifest | None = None,
     signatures: SignatureCheck = "all",
+    jobs: int | None = 1,
 ) -> VerifyResult:
-    """Verify an export file offline, against the pinned key or the manifest's key."""
+    """Verify an export file offline, against the pinned key or the manifest's key.
+
+    ``jobs``: worker processes (None: every core); the answer is the same for any value.
+    """
+    from .parallel import ChunkedVerifier  # parallel imports the store; keep export light
+
     key = public_key or (manifest.public_key if manifest else None)
     if key is None:
         raise ManifestError("no public key: pass one or a manifest")
-    verifier = Verifier(key, signatures=signatures)
-    for number, line in iter_export_lines(path):
-        try:
-            event = Event.from_json(line)
-        except EventError as exc:
-            return verifier.fail(verifier.next_seq, f"line {number}: malformed event: {exc}")
-        if not verifier.feed(event):
-            break
-    return verifier.finish(expected_head=manifest.head if manifest else None)
+    verifier = ChunkedVerifier(key, "line", jobs=jobs, signatures=signatures)
+    try:
+        for item in iter_export_lines(path):
+            verifier.add(item)
+            if verifier.done:
+                break
+        return verifier.result(expected_head=manifest.head if manifest else None)
+    finally:
+        verifier.close()
 
 
 def verify_export_parallel(
@@ -142,22 +146,5 @@ def verify_export_parallel(
     manifest: Manifest | None = None,
     jobs: int | None = None,
 ) -> VerifyResult:
-    """:func:`verify_export` with every signature, on ``jobs`` processes (loads the file)."""
-    from .parallel import verify_parallel
-
-    key = public_key or (manifest.public_key if manifest else None)
-    if key is None:
-        raise ManifestError("no public key: pass one or a manifest")
-    events: list[Event] = []
-    malformed: str | None = None
-    for number, line in iter_export_lines(path):
-        try:
-            events.append(Event.from_json(line))
-        except EventError as exc:
-            malformed = f"line {number}: malformed event: {exc}"
-            break
-    expected = manifest.head if manifest and malformed is None else None
-    result = verify_parallel(events, key, jobs=jobs, expected_head=expected)
-    if result.ok and malformed is not None:
-        return VerifyResult(False, result.count, result.head.seq + 1, malformed, result.head)
-    return result
+    """:func:`verify_export` with every signature, on ``jobs`` processes (None: every core)."""
+    return verify_export(path, public_key=public_key, manifest=manifest, jobs=jobs)
