@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,10 @@ def test_we_call_baresip_tones_both_ways(tmp_path: Path, tones: tuple[Path, Path
         heard = bob.recordings("dec")
         assert len(heard) == 1, bob.log()
         assert_tone(heard[0], 1000)
+    # We offer opus, G722, PCMU, PCMA; baresip here loads only g711 (audio_codecs=PCMU,PCMA) and
+    # answers PCMU: our recording runs at the negotiated codec's 8 kHz.
+    with wave.open(str(out), "rb") as wav:
+        assert wav.getframerate() == 8000
     assert_tone(out, 440)
 
 
