@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,9 +34,16 @@ from ifescalate.witness import (
     verify,
     verify_store,
 )
-from ifescalate.witness.core import SignatureCheck
-from ifescalate.witness.parallel import verify_parallel
-from ifescalate.witness.store import DB_FILE
+from ifescalate.witness.core import (
+    GENESIS_HASH,
+    SignatureCheck,
+    VerifyResult,
+    signature_checker,
+)
+from ifescalate.witness.export import iter_export_lines, verify_export
+from ifescalate.witness.jcs import canonicalize
+from ifescalate.witness.parallel import default_jobs, verify_parallel, verify_store_parallel
+from ifescalate.witness.store import DB_FILE, row_to_event
 
 DETAILS = {"decision": "permit", "policies": ["p-1", "p-2"], "expert": "sip:alice@example.org"}
 
@@ -43,7 +52,8 @@ def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:>10,.0f} /s"
 
 
-def crypto_reference(n: int = 5000) -> tuple[float, float]:
+def crypto_reference(n: int = 5000) -> tuple[float, float, float]:
+    """(sign/s, OpenSSL verify/s, libsodium verify/s) on one core."""
     key = Ed25519PrivateKey.generate()
     public, data = key.public_key(), os.urandom(32)
     start = time.perf_counter()
@@ -53,7 +63,44 @@ def crypto_reference(n: int = 5000) -> tuple[float, float]:
     start = time.perf_counter()
     for _ in range(n):
         public.verify(signature, data)
-    return n / sign_s, n / (time.perf_counter() - start)
+    openssl = n / (time.perf_counter() - start)
+    check = signature_checker(public)  # libsodium when PyNaCl is installed
+    sig_hex, data_hex = signature.hex(), data.hex()
+    start = time.perf_counter()
+    for _ in range(n):
+        check(sig_hex, data_hex)
+    return n / sign_s, openssl, n / (time.perf_counter() - start)
+
+
+def legacy_verify(events: Iterable[Event], public_key: Ed25519PublicKey) -> int:
+    """The verify loop as it was before PyNaCl and the fast paths (the "before" figures):
+    reference JCS of a rebuilt body dict, OpenSSL verify, per event."""
+    seq, head = 0, GENESIS_HASH
+    for event in events:
+        assert event.seq == seq + 1 and event.prev_hash == head
+        digest = hashlib.sha256(canonicalize(event.body())).digest()
+        assert digest.hex() == event.hash
+        public_key.verify(bytes.fromhex(event.signature), bytes.fromhex(event.hash))
+        seq, head = event.seq, event.hash
+    return seq
+
+
+async def legacy_rows(make_store: Callable[[], WitnessStore]) -> list[Event]:
+    store = make_store()
+    await store.open()
+    try:
+        return [row_to_event(row) async for row in store.iter_rows()]
+    finally:
+        await store.close()
+
+
+def timed(label: str, n: int, fn: Callable[[], object]) -> None:
+    start = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - start
+    if isinstance(result, VerifyResult):
+        assert result.ok and result.count == n, result.message()
+    print(f"  {label:<44} {n:>7} ev {rate(n, elapsed)}")
 
 
 async def append_run(
@@ -82,15 +129,44 @@ async def append_run(
     return elapsed, events
 
 
-async def verify_from_store(make_store: Callable[[], WitnessStore], data_dir: Path) -> float:
+async def verify_from_store(
+    make_store: Callable[[], WitnessStore], data_dir: Path, jobs: int | None = None
+) -> VerifyResult:
+    """``witness verify`` from a store; ``jobs=0`` is the sequential service.verify_store."""
     store = make_store()
     await store.open()
-    start = time.perf_counter()
-    result = await verify_store(store, load_or_create_signer(data_dir).public_key())
-    elapsed = time.perf_counter() - start
-    await store.close()
-    assert result.ok, result.message()
-    return elapsed
+    key = load_or_create_signer(data_dir).public_key()
+    try:
+        if jobs == 0:
+            return await verify_store(store, key)
+        return await verify_store_parallel(store, key, jobs=jobs)
+    finally:
+        await store.close()
+
+
+def bench_verify_store(make_store: Callable[[], WitnessStore], data: Path, count: int) -> None:
+    key = load_or_create_signer(data).public_key()
+    jobs = default_jobs()
+    timed(
+        "before: rows -> row_to_event -> legacy loop",
+        count,
+        lambda: legacy_verify(asyncio.run(legacy_rows(make_store)), key),
+    )
+    timed(
+        "after: verify_store (sequential)",
+        count,
+        lambda: asyncio.run(verify_from_store(make_store, data, 0)),
+    )
+    timed(
+        "after: verify_store_parallel (jobs=1)",
+        count,
+        lambda: asyncio.run(verify_from_store(make_store, data, 1)),
+    )
+    timed(
+        f"after: verify_store_parallel (jobs={jobs}, cli)",
+        count,
+        lambda: asyncio.run(verify_from_store(make_store, data, None)),
+    )
 
 
 def bench_sqlite(n: int, concurrency: int) -> tuple[list[Event], Ed25519PublicKey]:
@@ -105,9 +181,10 @@ def bench_sqlite(n: int, concurrency: int) -> tuple[list[Event], Ed25519PublicKe
         ref_store: Callable[[], WitnessStore] = lambda: SqliteStore(ref_dir / DB_FILE)  # noqa: E731
         ref_s, _ = asyncio.run(append_run(ref_store, ref_dir, ref_n, concurrency, 1))
         print(f"  reference: same, no group commit (batch=1)  {rate(ref_n, ref_s)}")
-        verify_s = asyncio.run(verify_from_store(store, data))
-        print(f"sqlite   verify from store {count:>7} ev  {rate(count, verify_s)}  all signatures")
+        print("sqlite   verify from store, every signature:")
+        bench_verify_store(store, data, count)
         public_key = load_or_create_signer(data).public_key()
+        bench_export(sorted(events, key=lambda e: e.seq), public_key, data)
     return events, public_key
 
 
@@ -124,10 +201,8 @@ def bench_pg(dsn: str, n: int, concurrency: int) -> None:
             print(
                 f"postgres append  {count:>7} ev  C={concurrency:<4} {rate(count, elapsed)}  durable"
             )
-            verify_s = asyncio.run(verify_from_store(store, data))
-            print(
-                f"postgres verify from store {count:>7} ev  {rate(count, verify_s)}  all signatures"
-            )
+            print("postgres verify from store, every signature:")
+            bench_verify_store(store, data, count)
         finally:
 
             async def drop() -> None:
@@ -139,26 +214,43 @@ def bench_pg(dsn: str, n: int, concurrency: int) -> None:
             asyncio.run(drop())
 
 
+def bench_export(events: list[Event], public_key: Ed25519PublicKey, data: Path) -> None:
+    path = data / "events.jsonl"
+    path.write_bytes(b"".join(event.to_json() + b"\n" for event in events))
+    n, jobs = len(events), default_jobs()
+    print("export file verify (witness verify --file), every signature:")
+    timed(
+        "before: Event.from_json per line -> legacy loop",
+        n,
+        lambda: legacy_verify(
+            (Event.from_json(line) for _, line in iter_export_lines(path)), public_key
+        ),
+    )
+    timed("after: verify_export (jobs=1)", n, lambda: verify_export(path, public_key=public_key))
+    timed(
+        f"after: verify_export (jobs={jobs}, cli default)",
+        n,
+        lambda: verify_export(path, public_key=public_key, jobs=None),
+    )
+
+
 def bench_verify(events: list[Event], public_key: Ed25519PublicKey) -> None:
     events = sorted(events, key=lambda e: e.seq)
+    n, jobs = len(events), default_jobs()
+    print("verify in memory:")
+    timed(
+        "before: legacy loop (JCS + OpenSSL), every sig",
+        n,
+        lambda: legacy_verify(events, public_key),
+    )
     modes: tuple[SignatureCheck, ...] = ("all", "last")
     for mode in modes:
-        start = time.perf_counter()
-        result = verify(events, public_key, signatures=mode)
-        elapsed = time.perf_counter() - start
-        assert result.ok, result.message()
-        label = "every signature" if mode == "all" else "every hash, last signature"
-        print(
-            f"verify in memory ({mode:>4}) {len(events):>7} ev  {rate(len(events), elapsed)}  {label}"
-        )
-    jobs = os.cpu_count() or 1
-    start = time.perf_counter()
-    result = verify_parallel(events, public_key, jobs=jobs)
-    elapsed = time.perf_counter() - start
-    assert result.ok, result.message()
-    print(
-        f"verify parallel (jobs={jobs}) {len(events):>6} ev  {rate(len(events), elapsed)}"
-        "  every signature"
+        label = "every signature" if mode == "all" else "every hash, last sig"
+        timed(f"after: verify ({label})", n, partial(verify, events, public_key, signatures=mode))
+    timed(
+        f"after: verify_parallel (jobs={jobs}), every sig",
+        n,
+        lambda: verify_parallel(events, public_key, jobs=jobs),
     )
 
 
@@ -169,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--no-pg", action="store_true")
     args = parser.parse_args(argv)
-    sign_rate, verify_rate = crypto_reference()
-    print(f"reference: Ed25519 sign {sign_rate:,.0f} /s, verify {verify_rate:,.0f} /s (one core)")
+    sign_rate, openssl_rate, sodium_rate = crypto_reference()
+    print(
+        f"reference: Ed25519 sign {sign_rate:,.0f} /s, verify OpenSSL {openssl_rate:,.0f} /s, "
+        f"libsodium {sodium_rate:,.0f} /s (one core; {default_jobs()} cores)"
+    )
     events, public_key = bench_sqlite(args.n, args.concurrency)
     bench_verify(events, public_key)
     if not args.no_pg:

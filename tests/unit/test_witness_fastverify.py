@@ -15,6 +15,7 @@ from ifescalate.witness.core import (
     Event,
     EventError,
     canonical_body,
+    event_and_body_from_line,
     event_from_line,
     signature_checker,
     verify,
@@ -56,6 +57,9 @@ def test_body_encoder_matches_rfc8785_or_raises_the_same(details: object) -> Non
 def test_line_parser_takes_canonical_lines_and_refers_the_rest() -> None:
     line = CHAIN[3].to_json()
     assert event_from_line(line) == Event.from_json(line)
+    for event in CHAIN:
+        parsed, body = event_and_body_from_line(event.to_json())
+        assert parsed == event and body == canonicalize(event.body())
     # Non-canonical but valid (whitespace, key order): same event via the reference path.
     loose = json.dumps(json.loads(line), indent=1).encode()
     assert event_from_line(loose) == Event.from_json(loose)

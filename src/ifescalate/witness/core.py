@@ -314,26 +314,36 @@ def canonical_body(event: Event) -> bytes:
     return canonicalize(event.body())
 
 
-def _canonical_line(event: Event) -> bytes | None:
-    """``event.to_json()`` on the fast path, or None when only the reference encoder can tell."""
+def _fast_line_and_body(event: Event) -> tuple[bytes, bytes] | None:
+    """(``event.to_json()``, ``canonical_body(event)``) from one encoding, or None when only the
+    reference encoder can tell."""
     parts = _fast_parts(event)
     if parts is None:
         return None
     actor, details, escalation, trace, seq = parts
-    return _utf8(
-        f'{{"actor":{actor},"details":{details},"escalation_id":{escalation},'
-        f'"hash":"{event.hash}","prev_hash":"{event.prev_hash}","seq":{seq},'
-        f'"signature":"{event.signature}","time":"{event.time}",'
-        f'"trace_id":{trace},"type":"{event.type.value}"}}'
+    head = f'{{"actor":{actor},"details":{details},"escalation_id":{escalation},'
+    tail = f'"time":"{event.time}","trace_id":{trace},"type":"{event.type.value}"}}'
+    line = _utf8(
+        f'{head}"hash":"{event.hash}","prev_hash":"{event.prev_hash}","seq":{seq},'
+        f'"signature":"{event.signature}",{tail}'
     )
+    if line is None:
+        return None
+    return line, f'{head}"prev_hash":"{event.prev_hash}","seq":{seq},{tail}'.encode()
 
 
 def event_from_line(line: bytes) -> Event:
-    """:meth:`Event.from_json` for one export line, fast for canonical lines.
+    """:meth:`Event.from_json` for one export line, fast for canonical lines."""
+    return event_and_body_from_line(line)[0]
 
-    The fast path parses without hooks and accepts the result only if re-encoding it gives the
-    line back byte for byte: then there were no duplicate names, no NaN, nothing non-canonical.
-    Every other line goes through :meth:`Event.from_json`, so errors are exactly its errors.
+
+def event_and_body_from_line(line: bytes) -> tuple[Event, bytes | None]:
+    """:meth:`Event.from_json` for one export line, plus its canonical body when it came cheap.
+
+    The fast path parses without hooks and accepts the result only if re-encoding the parsed
+    fields gives the line back byte for byte: then there were no duplicate names, no NaN, nothing
+    non-canonical, and the body encoded alongside is ``canonical_body(event)``. Every other line
+    goes through :meth:`Event.from_json`, so errors are exactly its errors.
     """
     try:
         data = json.loads(line)
@@ -350,11 +360,12 @@ def event_from_line(line: bytes) -> Event:
                 data["hash"],
                 data["signature"],
             )
-            if _canonical_line(event) == line:
-                return event
+            encoded = _fast_line_and_body(event)
+            if encoded is not None and encoded[0] == line:
+                return event, encoded[1]
     except (ValueError, TypeError, KeyError):  # malformed: the reference path names it
         pass
-    return Event.from_json(line)
+    return Event.from_json(line), None
 
 
 SignatureCheckFn = Callable[[str, str], bool]
@@ -537,11 +548,15 @@ class Verifier:
             self._count += count
             self._last = last
 
-    def feed(self, event: Event) -> bool:
-        """Check one event; False (and :attr:`failure` set) at the first bad one."""
+    def feed(self, event: Event, body: bytes | None = None) -> bool:
+        """Check one event; False (and :attr:`failure` set) at the first bad one.
+
+        ``body``: ``canonical_body(event)`` when the caller already has it (a parser that
+        encoded it from the same fields), saving the second encoding.
+        """
         if self._failure is not None:
             return False
-        reason = self._check(event)
+        reason = self._check(event, body)
         if reason is not None:
             self.fail(self._seq + 1, reason)
             return False
@@ -550,16 +565,17 @@ class Verifier:
         self._count += 1
         return True
 
-    def _check(self, event: Event) -> str | None:
+    def _check(self, event: Event, body: bytes | None) -> str | None:
         expected = self._seq + 1
         if event.seq != expected:
             return f"expected sequence {expected}, found {event.seq} (missing or reordered event)"
         if event.prev_hash != self._hash:
             return "prev_hash does not match the hash of the previous event"
-        try:
-            body = canonical_body(event)
-        except CanonicalizationError as exc:
-            return f"cannot canonicalize: {exc}"
+        if body is None:
+            try:
+                body = canonical_body(event)
+            except CanonicalizationError as exc:
+                return f"cannot canonicalize: {exc}"
         if hashlib.sha256(body).hexdigest() != event.hash:
             return "hash does not match the event content (edited)"
         if self._all and not self._signature_ok(event.signature, event.hash):

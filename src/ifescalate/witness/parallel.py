@@ -36,7 +36,7 @@ from .core import (
     Verifier,
     VerifyResult,
     WitnessError,
-    event_from_line,
+    event_and_body_from_line,
     raw_public_key,
     signature_checker,
     verify,
@@ -134,10 +134,11 @@ def row_event(row: Row) -> Event:
     return row_to_event(row)
 
 
-def _to_event(kind: ItemKind, item: Line | Row) -> Event:
+def _to_event(kind: ItemKind, item: Line | Row) -> tuple[Event, bytes | None]:
+    """The item's event, and its canonical body when the parser had it for free."""
     if kind == "line":
-        return event_from_line(item[1])
-    return row_event(item)
+        return event_and_body_from_line(item[1])
+    return row_event(item), None
 
 
 def _malformed(kind: ItemKind, item: Line | Row, exc: EventError) -> str:
@@ -161,17 +162,17 @@ def verify_chunk(
     """
     if before is not None:
         try:
-            previous = _to_event(kind, before)
+            previous = _to_event(kind, before)[0]
         except EventError:
             return None
         start = ChainHead(previous.seq, previous.hash)
     verifier = Verifier(raw_key, start=start, signatures=signatures)
     for item in items:
         try:
-            event = _to_event(kind, item)
+            event, body = _to_event(kind, item)
         except EventError as exc:
             return verifier.fail(verifier.next_seq, _malformed(kind, item, exc))
-        if not verifier.feed(event):
+        if not verifier.feed(event, body):
             return verifier.failure
     return verifier.finish()
 
@@ -299,7 +300,9 @@ class ChunkedVerifier:
             return self._failure
         verifier = Verifier(self._key, start=self._start, signatures=self._signatures)
         if self._last_head is not None and self._last_item is not None:
-            last = _to_event(self._kind, self._last_item) if self._signatures == "last" else None
+            last = None
+            if self._signatures == "last":
+                last = _to_event(self._kind, self._last_item)[0]
             verifier.advance(self._last_head, self._settled, last)
         return verifier.finish(expected_head=expected_head)
 
