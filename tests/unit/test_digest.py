@@ -703,3 +703,12 @@ def test_client_refuses_what_it_cannot_answer(challenges: list[str]) -> None:
 def test_client_raises_parse_error_on_malformed_challenge() -> None:
     with pytest.raises(SipParseError):
         DigestClient("u", "p", CountingRand()).answer(['Digest realm="r'], "INVITE", URI)
+
+
+def test_oversized_credentials_are_malformed_without_parsing() -> None:
+    from ifescalate.sip.digest import MAX_CREDENTIALS_LENGTH, AuthReason, DigestServer
+
+    server = DigestServer("realm", b"k" * 32)
+    huge = 'Digest username="' + "a" * MAX_CREDENTIALS_LENGTH + '"'
+    result = server.verify("INVITE", huge, lambda u, r, a: None, 0.0)
+    assert result.reason is AuthReason.MALFORMED and result.username is None
