@@ -278,6 +278,7 @@ class App:
             port_end=m.port_end,
             no_media_timeout=m.no_media_timeout,
             srtp=m.srtp,  # type: ignore[arg-type]
+            codecs=tuple(m.codecs),
         )
 
     async def _start_api(self) -> None:

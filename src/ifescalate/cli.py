@@ -63,6 +63,11 @@ def _add_media(p: argparse.ArgumentParser, *, echo: bool) -> None:
     if echo:
         p.add_argument("--echo", action="store_true", help="send back what the other side sends")
     p.add_argument("--media", action="store_true", help="run RTP even without play/record/echo")
+    p.add_argument(
+        "--codecs",
+        metavar="LIST",
+        help="audio codecs, best first, comma-separated (default opus,G722,PCMU,PCMA)",
+    )
 
 
 def _add_security(p: argparse.ArgumentParser) -> None:
@@ -203,10 +208,15 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
     if getattr(args, "auth_algorithms", None):
         config.auth_algorithms = tuple(args.auth_algorithms)
     play, record, echo = (getattr(args, k, None) for k in ("play", "record", "echo"))
-    if play or record or echo or getattr(args, "media", False):
+    codecs_arg = getattr(args, "codecs", None)
+    if play or record or echo or codecs_arg or getattr(args, "media", False):
         # With any media option every call runs RTP (net/rtp.py); else SIP only.
         config.media = cli_media_config(
-            play=play, record=record, echo=bool(echo), verbose=getattr(args, "verbose", False)
+            play=play,
+            record=record,
+            echo=bool(echo),
+            verbose=getattr(args, "verbose", False),
+            codecs=[c.strip() for c in codecs_arg.split(",")] if codecs_arg else None,
         )
     security, gate = _security(args)
     return AgentOptions(

@@ -56,6 +56,8 @@ class MediaSettings:
     no_media_timeout: float = 30.0
     #: "auto": SRTP (SDES) on TLS calls; "off"; "mandatory".
     srtp: str = "auto"
+    #: Audio codecs offered and accepted, best first (opus, G722, PCMU, PCMA).
+    codecs: list[str] = field(default_factory=lambda: ["opus", "G722", "PCMU", "PCMA"])
 
 
 @dataclass(slots=True)
