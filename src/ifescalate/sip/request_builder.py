@@ -230,6 +230,12 @@ def _split_name_addr(value: str) -> tuple[str, str, str]:
 
 
 def _find_unquoted(text: str, ch: str) -> int:
+    # Fast path: ``ch`` before any quote (or no quote at all, the usual From/To/Contact) is not
+    # inside a quoted string; only a display name in quotes needs the scan below.
+    pos = text.find(ch)
+    quote = text.find('"')
+    if quote < 0 or pos < quote:
+        return pos
     in_quote = False
     i = 0
     while i < len(text):
