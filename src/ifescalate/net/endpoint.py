@@ -425,7 +425,7 @@ class SipEndpoint:
         self.timer_heap.arm(entry.timed)
 
     def _count_response(self, status: int) -> None:
-        self.stats[f"responses_sent_{status // 100}xx"] += 1
+        self.stats[_SENT_KEYS.get(status // 100) or f"responses_sent_{status // 100}xx"] += 1
         self.responses_by_status[status] += 1
 
     # -- client side -------------------------------------------------------------------------------
@@ -601,6 +601,9 @@ class SipEndpoint:
 
 
 _PURGE_SECONDS = 30.0
+
+# Counter keys per response class, made once instead of an f-string per response.
+_SENT_KEYS = {c: f"responses_sent_{c}xx" for c in range(1, 7)}
 
 
 def _no_fire(now: float) -> None:
