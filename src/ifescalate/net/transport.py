@@ -25,6 +25,7 @@ log = logging.getLogger("ifescalate.net")
 #: Ask the kernel for a large UDP receive buffer: a short pause of the event loop (GC, a burst of
 #: work) must not overflow the default 208 KB and turn into retransmission storms (PEERS.md).
 UDP_RCVBUF = 8 * 1024 * 1024
+_SOURCES_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,9 @@ class UdpListener(asyncio.DatagramProtocol):
         self.local: tuple[str, int] = ("", 0)
         self.sent = 0
         self.received = 0
+        # One Source per peer address, as a stream connection has one: Source is immutable, so
+        # sharing it saves a (frozen, slow to build) object per datagram. Bounded.
+        self._sources: dict[tuple[str | object, int], Source] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's; they implement the same interface.
@@ -77,10 +81,14 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         self.received += 1
-        host = addr[0]
-        self.receiver.datagram_received(
-            data, Source("UDP", host if isinstance(host, str) else str(host), addr[1], udp=self)
-        )
+        source = self._sources.get(addr)
+        if source is None:
+            host = addr[0]
+            source = Source("UDP", host if isinstance(host, str) else str(host), addr[1], udp=self)
+            if len(self._sources) >= _SOURCES_MAX:
+                self._sources.clear()
+            self._sources[addr] = source
+        self.receiver.datagram_received(data, source)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the transaction's timers handle the loss (§18.4 allows
