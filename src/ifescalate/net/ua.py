@@ -133,7 +133,7 @@ class Call:
         self.target: Target | None = None
         self.local_sdp: bytes = b""
         self.remote_sdp: bytes = invite.body if direction == "in" else b""
-        self.retransmitter: Timed | None = None
+        self.retransmitter: _TwoXXTimer | None = None
         self.end_reason: str | None = None
         #: The digest username the caller proved (a transport-backed fact), None without digest.
         self.auth_user: str | None = None
@@ -177,6 +177,41 @@ class Call:
         if self.dialog is None or self.end_reason is not None:
             raise CallFailed(481, "Call/Transaction Does Not Exist")
         return await self.ua._send_in_dialog(self, "INFO", body, content_type)
+
+
+class _TwoXXTimer(Timed):
+    """The UAS 2xx retransmission (§13.3.1.4) as its own ``Timed``: methods, not a closure.
+
+    The timer heap forgets a disarmed entry only at its old deadline (T1 and up later), so
+    ``release`` drops the call and retransmitter then: an ACKed call is freed at its BYE by
+    refcount, not kept alive (and promoted by the cyclic GC) by a stale heap entry.
+    """
+
+    __slots__ = ("call", "rtx", "ua")
+
+    def __init__(self, ua: UserAgent, call: Call, rtx: TwoXXRetransmitter) -> None:
+        self.armed = None
+        self.ua: UserAgent | None = ua
+        self.call: Call | None = call
+        self.rtx: TwoXXRetransmitter | None = rtx
+
+    def get_timer(self) -> float | None:
+        return self.rtx.get_timer() if self.rtx is not None else None
+
+    def fire(self, now: float) -> None:
+        ua, call, rtx = self.ua, self.call, self.rtx
+        if ua is None or call is None or rtx is None or call.source is None:
+            return
+        for ev in rtx.handle_timer(now):
+            if isinstance(ev, Send):
+                ua.ep.send_via_source(ev.message, call.source)
+            elif isinstance(ev, Timeout):
+                # §13.3.1.4: no ACK within 64*T1: end the dialog with BYE.
+                call.retransmitter = None
+                ua.ep.loop.create_task(ua._send_bye(call, reason="no-ack"))
+
+    def release(self) -> None:
+        self.ua = self.call = self.rtx = None
 
 
 class IncomingCall:
@@ -468,18 +503,7 @@ class UserAgent:
             now=self.ep.loop.time(),
             timers=self.ep.timers,
         )
-        source = call.source
-
-        def fire(now: float) -> None:
-            for ev in rtx.handle_timer(now):
-                if isinstance(ev, Send):
-                    self.ep.send_via_source(ev.message, source)
-                elif isinstance(ev, Timeout):
-                    # §13.3.1.4: no ACK within 64*T1: end the dialog with BYE.
-                    call.retransmitter = None
-                    self.ep.loop.create_task(self._send_bye(call, reason="no-ack"))
-
-        timed = Timed(rtx.get_timer, fire)
+        timed = _TwoXXTimer(self, call, rtx)
         call.retransmitter = timed
         self._rtx[call.call_id] = rtx
         self.ep.timer_heap.arm(timed)
@@ -503,6 +527,7 @@ class UserAgent:
             rtx.ack_received()
             if call.retransmitter is not None:
                 self.ep.timer_heap.disarm(call.retransmitter)
+                call.retransmitter.release()
                 call.retransmitter = None
         if call._established is not None and not call._established.done():
             call._established.set_result(None)
@@ -575,6 +600,7 @@ class UserAgent:
         self._rtx.pop(call.call_id, None)
         if call.retransmitter is not None and self.endpoint is not None:
             self.ep.timer_heap.disarm(call.retransmitter)
+            call.retransmitter.release()
         if call.dialog is not None:
             self.dialogs.remove(call.dialog.id)
         self.stats["ended"] += 1
