@@ -64,7 +64,7 @@ def pg_database() -> Iterator[str]:
     try:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {PG_ADMIN} not usable: {exc}")
+        pytest.fail(f"PostgreSQL at {PG_ADMIN} not usable (it runs on every machine here): {exc}")
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
