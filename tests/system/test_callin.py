@@ -130,7 +130,9 @@ def _call(sip_port: int, auth: str, *headers: str, hangup_after: float = 1.0) ->
             "--hangup-after", str(hangup_after)]  # fmt: skip
     for h in headers:
         argv += ["--header", h]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
     return done.stdout + done.stderr
 
 

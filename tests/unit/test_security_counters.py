@@ -74,7 +74,9 @@ def run_on(backend: str, body: Body) -> None:
 @pytest.fixture(params=["memory", "redis"])
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "redis" and not _redis_up():
-        pytest.fail("no Redis at 127.0.0.1:6379: it runs on every machine of this project, CI included")
+        pytest.fail(
+            "no Redis at 127.0.0.1:6379: it runs on every machine of this project, CI included"
+        )
     return str(request.param)
 
 
