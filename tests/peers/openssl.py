@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from .proc import PeerProcess, free_port, wait_port
+from .proc import ListeningPeer, PeerProcess, free_port
 
 
-class OpenSslServer:
+class OpenSslServer(ListeningPeer):
     """A TLS 1.2+ server on host:port (a free port when None) that echoes each line reversed (`-rev`)."""
 
     def __init__(
@@ -40,23 +37,5 @@ class OpenSslServer:
     def log(self) -> str:
         return self.process.log()
 
-    def __enter__(self) -> OpenSslServer:
-        self.process.start()
-        try:
-            wait_port(self.host, self.port, "tcp", timeout=10.0, process=self.process)
-        except BaseException:
-            self.process.kill()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.process.stop(grace=2.0)
-        if exc_type is not None:
-            print(self.process.log_tail(), file=sys.stderr)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+    def listen_address(self) -> tuple[str, int]:
+        return self.host, self.port

@@ -14,10 +14,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from types import TracebackType
+from typing import Literal, Self
 
 PortKind = Literal["udp", "tcp", "both"]
 
@@ -261,3 +263,41 @@ def _kill_leftovers() -> None:
     """A test interrupted mid-way must not leave peers running after the interpreter exits."""
     for proc in list(_LIVE):
         proc.kill()
+
+
+class ListeningPeer:
+    """A peer process with a work directory, ready once it listens on a TCP port.
+
+    Subclasses set ``process``, ``dir``, ``listen_address()`` and optionally ``stop_grace``; as a
+    context manager it starts the process, waits for the port (killing it on failure), and on exit
+    stops it, printing its log tail when the block failed or removing its directory otherwise.
+    """
+
+    process: PeerProcess
+    dir: Path
+    stop_grace: float = 2.0
+
+    def listen_address(self) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.process.start()
+        host, port = self.listen_address()
+        try:
+            wait_port(host, port, "tcp", timeout=10.0, process=self.process)
+        except BaseException:
+            self.process.kill()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.process.stop(grace=self.stop_grace)
+        if exc_type is not None:
+            print(self.process.log_tail(), file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -5,22 +5,21 @@ SIPp has no TLS here, so load tests of a TLS listener run SIPp over TCP (`-t t1`
 
 from __future__ import annotations
 
-import shutil
-import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from .proc import PeerProcess, free_port, wait_port
+from .proc import ListeningPeer, PeerProcess, free_port
 
 
-class Stunnel:
+class Stunnel(ListeningPeer):
     """Accept TCP on `listen_host:listen_port` (a free port when None) and relay it over TLS to `target`.
 
     `ca`: verify the server's chain against this file and its name against `verify_host` (or its IP against
     `verify_ip`); None: no verification (loopback tests of our own self-signed listener).
     `cert`/`key`: present a client certificate (mutual TLS).
     """
+
+    stop_grace = 3.0
 
     def __init__(
         self,
@@ -91,23 +90,5 @@ class Stunnel:
     def log(self) -> str:
         return self.process.log()
 
-    def __enter__(self) -> Stunnel:
-        self.process.start()
-        try:
-            wait_port(self.listen_host, self.port, "tcp", timeout=10.0, process=self.process)
-        except BaseException:
-            self.process.kill()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.process.stop(grace=3.0)
-        if exc_type is not None:
-            print(self.process.log_tail(), file=sys.stderr)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+    def listen_address(self) -> tuple[str, int]:
+        return self.listen_host, self.port
