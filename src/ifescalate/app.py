@@ -172,6 +172,7 @@ class App:
             ca_file=Path(sip.tls_ca) if sip.tls_ca else None,
             require_client_cert=sip.require_client_cert,
             verify_server=sip.verify_peers,
+            client_ca_file=Path(sip.tls_client_ca) if sip.tls_client_ca else None,
         )
 
     async def _start_sip(self) -> None:

@@ -28,6 +28,7 @@ from .net.tls import TlsConfigError
 from .net.transport import ListenSpec
 from .net.ua import UaConfig
 from .security import SecurityConfig
+from .security.facts import normalize_fingerprint
 from .witness.cli import add_export_arguments, add_verify_arguments, export_command, verify_command
 from .witness.core import WitnessError
 
@@ -87,6 +88,13 @@ def _add_security(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="--require-tls applies to loopback too (testing on one host)",
     )
+    p.add_argument(
+        "--client-cert-fingerprint",
+        metavar="SHA256",
+        action="append",
+        default=[],
+        help="the --auth user must present this TLS client certificate (repeatable; needs --tls-ca)",
+    )
 
 
 def _security(args: argparse.Namespace) -> tuple[SecurityConfig | None, GateOptions]:
@@ -96,7 +104,10 @@ def _security(args: argparse.Namespace) -> tuple[SecurityConfig | None, GateOpti
     )
     flood, lockout = getattr(args, "flood", None), getattr(args, "lockout", None)
     allow, require_tls = getattr(args, "allow", []), getattr(args, "require_tls", False)
-    if flood is None and lockout is None and not allow and not require_tls:
+    pinned = getattr(args, "client_cert_fingerprint", [])
+    if pinned and not getattr(args, "auth", None):
+        raise ValueError("--client-cert-fingerprint pins the --auth user: give --auth too")
+    if flood is None and lockout is None and not allow and not require_tls and not pinned:
         return None, gate
     config = SecurityConfig.from_cli(
         flood=flood,
@@ -226,6 +237,9 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
         verbose=getattr(args, "verbose", False),
         security=security,
         gate=gate,
+        client_cert_fingerprints=tuple(
+            normalize_fingerprint(fp) for fp in getattr(args, "client_cert_fingerprint", [])
+        ),
     )
 
 

@@ -34,6 +34,9 @@ class SipSettings:
     #: Verify experts' TLS certificates when calling out (off only for development peers).
     verify_peers: bool = True
     require_client_cert: bool = False
+    #: CA bundle TLS client certificates must chain to (default: tls_ca); with one set, the TLS
+    #: listener asks callers for a certificate and experts' cert_fingerprints pin it.
+    tls_client_ca: str | None = None
     user: str = "ifescalate"
     #: Answer inbound calls automatically (the plain SIP endpoint; expert call-in uses digest).
     auth: str | None = None

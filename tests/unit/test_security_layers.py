@@ -64,7 +64,9 @@ def test_request_facts_validate_and_fold() -> None:
 def test_fingerprints_normalised_and_checked() -> None:
     colon = ":".join(["AB"] * 32)
     assert TlsFacts("TLSv1.3", "x", colon).peer_cert_sha256 == FP
-    assert ExpertFacts("e", "o", cert_sha256=colon).cert_sha256 == FP
+    assert ExpertFacts("e", "o", cert_fingerprints=(colon,)).cert_fingerprints == (FP,)
+    with pytest.raises(ValueError):
+        ExpertFacts("e", "o", cert_fingerprints=("ab" * 31,))
     with pytest.raises(ValueError):
         TlsFacts("TLSv1.3", "x", "abcd")
 
@@ -192,13 +194,22 @@ def test_client_certificates() -> None:
     assert want.decide(tls_req("198.51.100.1", with_cert)) == Allow()
 
     layer = TransportLayer()
-    pinned = ExpertFacts("alice", "acme", cert_sha256=FP)
+    pinned = ExpertFacts("alice", "acme", cert_fingerprints=(FP,))
     assert layer.decide_expert(tls_req("198.51.100.1", with_cert), pinned) == Allow()
     other = TlsFacts("TLSv1.3", "TLS_AES_128_GCM_SHA256", "cd" * 32)
     d = layer.decide_expert(tls_req("198.51.100.1", other), pinned)
     assert isinstance(d, Reject) and d.reason_label == "client_cert_mismatch"
+    assert d.reason_phrase == "Forbidden - Client Certificate Mismatch"
+    # Any one of several registered certificates will do (a phone and a laptop).
+    two = ExpertFacts("alice", "acme", cert_fingerprints=("cd" * 32, FP))
+    assert layer.decide_expert(tls_req("198.51.100.1", with_cert), two) == Allow()
+    assert layer.decide_expert(tls_req("198.51.100.1", other), two) == Allow()
+    third = TlsFacts("TLSv1.3", "TLS_AES_128_GCM_SHA256", "ef" * 32)
+    d = layer.decide_expert(tls_req("198.51.100.1", third), two)
+    assert isinstance(d, Reject) and d.reason_label == "client_cert_mismatch"
     d = layer.decide_expert(tls_req("198.51.100.1"), pinned)
     assert isinstance(d, Reject) and d.reason_label == "client_cert_required"
+    assert d.reason_phrase == "Forbidden - Client Certificate Required"
     # Loopback without TLS cannot present the pinned certificate either.
     d = layer.decide_expert(RequestFacts("127.0.0.1", "udp", "INVITE"), pinned)
     assert isinstance(d, Reject) and d.reason_label == "client_cert_required"
@@ -364,7 +375,7 @@ def test_pipeline_binds_expert_network_and_certificate() -> None:
         ok = AuthFacts(AuthOutcome.OK, "alice", "SHA-256", ALICE)
         d = await p.run(tls_req("203.0.113.5"), T0, authenticate=lambda: ok)
         assert isinstance(d, Reject) and d.reason_label == "not_expert_network"
-        pinned = ExpertFacts("pin", "acme", cert_sha256=FP)
+        pinned = ExpertFacts("pin", "acme", cert_fingerprints=(FP,))
         pin_ok = AuthFacts(AuthOutcome.OK, "pin", "SHA-256", pinned)
         d = await p.run(tls_req("198.51.100.5"), T0, authenticate=lambda: pin_ok)
         assert isinstance(d, Reject) and d.reason_label == "client_cert_required"

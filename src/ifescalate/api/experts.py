@@ -61,6 +61,9 @@ def _build(request: web.Request, body: dict[str, Any], current: Expert | None) -
         if "digest" not in data and current.digest is not None:
             data["digest"] = current.digest.to_dict()
         data.setdefault("suspended", current.suspended)
+        # Certificate pins are a security binding: a PUT that leaves them out keeps them (an
+        # older client must not unpin an expert by accident); ``[]`` removes them.
+        data.setdefault("cert_fingerprints", list(current.cert_fingerprints))
     if "digest" in data:
         data["digest"] = _digest(data["digest"])
         if data["digest"] is None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..guard import Expert, Registry
+from ..security.layers import CLIENT_CERT_MISMATCH, CLIENT_CERT_REQUIRED, cert_pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,23 @@ def source_allowed(expert: Expert, source_ip: str) -> bool:
     except ValueError:
         return False
     return any(addr in net for net in expert.networks)
+
+
+def cert_rejection(expert: Expert, peer_cert_sha256: str | None) -> CallInRejection | None:
+    """Layer 3 for a pinned expert: the TLS session's client certificate (its SHA-256, from
+    ``getpeercert(binary_form=True)``; None without TLS or without a certificate) must be one of
+    the expert's registered ones. None: nothing pinned, or it matches."""
+    if not expert.cert_fingerprints:
+        return None
+    if peer_cert_sha256 is None:
+        return CallInRejection(
+            403, CLIENT_CERT_REQUIRED, "transport", "client_cert_required", "no client certificate"
+        )
+    if not cert_pinned(peer_cert_sha256, expert.cert_fingerprints):
+        return CallInRejection(
+            403, CLIENT_CERT_MISMATCH, "transport", "client_cert_mismatch", peer_cert_sha256
+        )
+    return None
 
 
 def choose_escalation(

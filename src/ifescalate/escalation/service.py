@@ -26,7 +26,13 @@ from ..net.ua import Call, CallFailed, IncomingCall, UserAgent
 from ..witness.core import EventType, Signer
 from ..witness.service import Witness
 from .bridge import Bridge
-from .callin import CallInRejection, DigestLookup, choose_escalation, source_allowed
+from .callin import (
+    CallInRejection,
+    DigestLookup,
+    cert_rejection,
+    choose_escalation,
+    source_allowed,
+)
 from .machine import (
     CancelRing,
     EscalationMachine,
@@ -507,6 +513,12 @@ class EscalationServiceImpl:
                 ),
                 expert.id,
             )
+            return
+        # Normally the security gate refused this already; checked again here so call-in stays
+        # pinned with the gate switched off (security.enabled: false).
+        cert_refusal = cert_rejection(expert, source.tls.peer_cert_sha256 if source.tls else None)
+        if cert_refusal is not None:
+            self._refuse(incoming, cert_refusal, expert.id)
             return
         offered = [
             (esc_id, e.machine.ladder[e.machine.current_index].expert_id)

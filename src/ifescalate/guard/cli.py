@@ -8,11 +8,15 @@ history would keep), hashed into HA1 and forgotten.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .errors import ExpertNotFound, ExpertValidationError, RegistryError
 from .model import DEFAULT_HAZARDS, WILDCARD, Expert, provision_digest
@@ -81,6 +85,18 @@ def _read_password(args: Any, stdin: TextIO) -> str | None:
     return None
 
 
+def cert_file_fingerprint(path: str | Path) -> str:
+    """SHA-256 of the DER encoding of the (first) certificate in a PEM file, lowercase hex: what
+    the TLS layer computes from the session (``getpeercert(binary_form=True)``)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as exc:
+        raise ExpertValidationError(f"--cert-file {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ExpertValidationError(f"--cert-file {path}: no PEM certificate in it") from None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
 def _expert_from_args(args: Any, stdin: TextIO) -> Expert:
     password = _read_password(args, stdin)
     user = getattr(args, "digest_user", None)
@@ -103,6 +119,10 @@ def _expert_from_args(args: Any, stdin: TextIO) -> Expert:
         "availability": list(args.availability or []),
         "calls_per_minute": args.calls_per_minute,
     }
+    fingerprints = list(getattr(args, "cert_fingerprint", None) or [])
+    fingerprints += [cert_file_fingerprint(p) for p in getattr(args, "cert_file", None) or []]
+    if fingerprints:
+        data["cert_fingerprints"] = fingerprints
     if getattr(args, "public_key", None):
         data["public_key"] = args.public_key
     if digest is not None:
@@ -186,6 +206,18 @@ def add_experts_parser(sub: Any) -> argparse.ArgumentParser:
     add.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
     add.add_argument("--allow-md5", action="store_true", help="also store the MD5 HA1")
     add.add_argument("--public-key", metavar="BASE64", help="Ed25519 public key (raw, base64)")
+    add.add_argument(
+        "--cert-fingerprint",
+        action="append",
+        metavar="SHA256",
+        help="pin a TLS client certificate by SHA-256 fingerprint (hex or AB:CD:..; repeatable)",
+    )
+    add.add_argument(
+        "--cert-file",
+        action="append",
+        metavar="PEM",
+        help="pin the TLS client certificate in this PEM file (its SHA-256; repeatable)",
+    )
     add.add_argument("--replace", action="store_true", help="update if the id exists")
     add.set_defaults(func=experts_add)
 

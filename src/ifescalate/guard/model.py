@@ -18,6 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..security.facts import normalize_fingerprint
 from ..sip.digest import ha1
 from ..sip.errors import SipError
 from ..sip.uri import parse_uri
@@ -158,6 +159,9 @@ class Expert:
     ``networks`` are the CIDRs their calls may come from (the security allowlist),
     ``specializations`` are hazard names (or ``*``), ``clearance`` bounds the evidence
     sensitivity they may see, ``calls_per_minute`` caps how often they may be rung or call in.
+    ``cert_fingerprints`` pin the TLS client certificates they may call in with (SHA-256 of the
+    DER bytes, lowercase hex; "AB:CD:..." as ``openssl x509 -fingerprint -sha256`` prints it is
+    accepted and normalised): with any registered, a call-in without one of them is refused.
     """
 
     id: str
@@ -172,6 +176,7 @@ class Expert:
     digest: DigestCredentials | None = None
     public_key: bytes | None = field(default=None, repr=False)
     suspended: bool = False
+    cert_fingerprints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(bool(_ID_RE.match(self.id)), f"expert id {self.id!r}: use [a-z0-9._-], max 64")
@@ -198,12 +203,24 @@ class Expert:
             f"expert {self.id}: calls_per_minute must be an integer >= 1",
         )
         _require(isinstance(self.suspended, bool), f"expert {self.id}: suspended must be a bool")
+        object.__setattr__(self, "cert_fingerprints", self._normalized_fingerprints())
         if self.public_key is not None:
             _require(len(self.public_key) == 32, f"expert {self.id}: Ed25519 key is 32 bytes")
             try:
                 Ed25519PublicKey.from_public_bytes(self.public_key)
             except ValueError:
                 raise ExpertValidationError(f"expert {self.id}: invalid Ed25519 key") from None
+
+    def _normalized_fingerprints(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for fp in self.cert_fingerprints:
+            try:
+                norm = normalize_fingerprint(str(fp))
+            except ValueError as exc:
+                raise ExpertValidationError(f"expert {self.id}: cert_fingerprints: {exc}") from None
+            if norm not in out:
+                out.append(norm)
+        return tuple(out)
 
     def _check_uri(self) -> None:
         try:
@@ -236,6 +253,9 @@ class Expert:
             out["digest"] = self.digest.to_dict()
         if self.public_key is not None:
             out["public_key"] = base64.b64encode(self.public_key).decode("ascii")
+        if self.cert_fingerprints:
+            # Only when set: records stored before the field existed stay byte-identical.
+            out["cert_fingerprints"] = list(self.cert_fingerprints)
         return out
 
     @classmethod
@@ -257,6 +277,7 @@ class Expert:
             digest=None if digest is None else DigestCredentials.from_dict(_as_map(digest)),
             public_key=None if key is None else _decode_public_key(str(key)),
             suspended=data.get("suspended", False),
+            cert_fingerprints=tuple(str(f) for f in _as_list(data, "cert_fingerprints")),
         )
 
 
@@ -273,6 +294,7 @@ _FIELDS = {
     "digest",
     "public_key",
     "suspended",
+    "cert_fingerprints",
 }
 
 

@@ -36,6 +36,8 @@ class AgentOptions:
     #: no gate at all, the fast path of old.
     security: SecurityConfig | None = None
     gate: GateOptions = field(default_factory=GateOptions)
+    #: ``--client-cert-fingerprint``: the ``--auth`` user must present one of these certificates.
+    client_cert_fingerprints: tuple[str, ...] = ()
 
 
 def _say(text: str) -> None:
@@ -85,7 +87,11 @@ def attach_security(ua: UserAgent, opts: AgentOptions) -> SecurityGate | None:
         counters = RedisCounters.from_url(sec.counters_url, prefix=sec.counters_prefix)
     user = opts.config.auth_user
     expert = (
-        single_user_expert(user, allow_md5="MD5" in opts.config.auth_algorithms)
+        single_user_expert(
+            user,
+            allow_md5="MD5" in opts.config.auth_algorithms,
+            cert_fingerprints=opts.client_cert_fingerprints,
+        )
         if user is not None
         else None
     )

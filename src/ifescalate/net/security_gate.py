@@ -115,14 +115,27 @@ def run_now(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("the counter backend suspended: it needs the asynchronous path")
 
 
-def single_user_expert(user: str, *, allow_md5: bool, networks: Iterable[str] = ()) -> ExpertFacts:
+def single_user_expert(
+    user: str,
+    *,
+    allow_md5: bool,
+    networks: Iterable[str] = (),
+    cert_fingerprints: Iterable[str] = (),
+) -> ExpertFacts:
     """The one identity of ``sip answer --auth USER:PASSWORD``: any network the allowlist lets in
-    (the pre-authentication allowlist already bound the source), MD5 only if offered."""
+    (the pre-authentication allowlist already bound the source), MD5 only if offered, pinned to
+    ``--client-cert-fingerprint`` certificates when given."""
     nets = tuple(ipaddress.ip_network(n, strict=False) for n in networks) or (
         ipaddress.ip_network("0.0.0.0/0"),
         ipaddress.ip_network("::/0"),
     )
-    return ExpertFacts(expert_id=user, org="*", networks=nets, allow_md5=allow_md5)
+    return ExpertFacts(
+        expert_id=user,
+        org="*",
+        networks=nets,
+        allow_md5=allow_md5,
+        cert_fingerprints=tuple(cert_fingerprints),
+    )
 
 
 class SecurityGate:
@@ -420,5 +433,6 @@ def expert_facts(expert: Expert | None) -> ExpertFacts | None:
         org=expert.org,
         networks=expert.networks,
         allow_md5=expert.digest is not None and expert.digest.ha1_md5 is not None,
+        cert_fingerprints=expert.cert_fingerprints,
         calls_per_minute=expert.calls_per_minute,
     )

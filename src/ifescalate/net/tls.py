@@ -40,6 +40,9 @@ class TlsOptions:
     require_client_cert: bool = False
     #: Client side: verify the server's certificate against ``ca_file`` (or the system store).
     verify_server: bool = True
+    #: Server side: the CAs client certificates must chain to (defaults to ``ca_file``). With
+    #: either set the server asks every client for a certificate (CERT_OPTIONAL).
+    client_ca_file: Path | None = None
 
 
 def _harden(ctx: ssl.SSLContext) -> None:
@@ -60,15 +63,20 @@ def server_context(opts: TlsOptions) -> ssl.SSLContext:
         raise TlsConfigError(
             f"cannot load TLS certificate {opts.cert_file} / key {opts.key_file}: {exc}"
         ) from exc
+    # Client certificates are verified against a CA bundle, then pinned per expert by fingerprint
+    # (security.layers.TransportLayer.decide_expert). The stdlib has no verify callback, so a
+    # server cannot ask for a certificate without verifying it: a self-signed client certificate
+    # is trusted by listing it in the bundle itself (it is its own anchor).
+    ca = opts.client_ca_file or opts.ca_file
     if opts.require_client_cert:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        if opts.ca_file is None:
+        if ca is None:
             raise TlsConfigError("client certificate verification needs a CA file")
-    if opts.ca_file is not None:
+    if ca is not None:
         try:
-            ctx.load_verify_locations(str(opts.ca_file))
+            ctx.load_verify_locations(str(ca))
         except (OSError, ssl.SSLError) as exc:
-            raise TlsConfigError(f"cannot load CA file {opts.ca_file}: {exc}") from exc
+            raise TlsConfigError(f"cannot load CA file {ca}: {exc}") from exc
         if not opts.require_client_cert:
             ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx

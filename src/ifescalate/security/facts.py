@@ -148,20 +148,23 @@ class ExpertFacts:
     """The fields of the authenticated expert's registry record the pipeline needs.
 
     ``networks`` are the expert's own CIDRs; ``allow_md5`` whether their record keeps an MD5 HA1;
-    ``cert_sha256`` the registered client certificate fingerprint, if any; ``calls_per_minute``
-    their own limit (None: the layer default).
+    ``cert_fingerprints`` the registered client certificate fingerprints (any one of them will
+    do; empty: no pinning); ``calls_per_minute`` their own limit (None: the layer default).
     """
 
     expert_id: str
     org: str
     networks: tuple[IPNetwork, ...] = ()
     allow_md5: bool = False
-    cert_sha256: str | None = None
+    cert_fingerprints: tuple[str, ...] = ()
     calls_per_minute: int | None = None
 
     def __post_init__(self) -> None:
-        if self.cert_sha256 is not None:
-            object.__setattr__(self, "cert_sha256", normalize_fingerprint(self.cert_sha256))
+        object.__setattr__(
+            self,
+            "cert_fingerprints",
+            tuple(normalize_fingerprint(f) for f in self.cert_fingerprints),
+        )
         if self.calls_per_minute is not None and self.calls_per_minute < 1:
             raise ValueError("calls_per_minute must be >= 1")
 

@@ -4,7 +4,8 @@ Order and replies (ARCHITECTURE.md, "Security pipeline for every inbound request
 
 1. flood         503 Service Unavailable + Retry-After; the source is blocked for a while
 2. allowlist     403 Forbidden - IP Not Allowlisted
-3. transport     403 Forbidden - TLS Required (no TLS off loopback, old TLS, weak cipher, cert)
+3. transport     403 Forbidden - TLS Required (no TLS off loopback, old TLS, weak cipher);
+                 403 Forbidden - Client Certificate Required / Mismatch (pinned experts)
 4. digest        401 challenge (one response for unknown user and wrong password); 403 when
                  locked out after repeated failures
 5. expert limit  429 Too Many Requests + Retry-After
@@ -153,6 +154,8 @@ class AllowlistLayer:
 # -- 3. transport --------------------------------------------------------------------------------
 
 TLS_REQUIRED = "Forbidden - TLS Required"
+CLIENT_CERT_REQUIRED = "Forbidden - Client Certificate Required"
+CLIENT_CERT_MISMATCH = "Forbidden - Client Certificate Mismatch"
 
 _TLS_VERSIONS = {"SSLv2": 0, "SSLv3": 1, "TLSv1": 2, "TLSv1.1": 3, "TLSv1.2": 4, "TLSv1.3": 5}
 _ANON = re.compile(r"(^|[-_])(ADH|AECDH|ANON|NULL|EXPORT|EXP|RC4|DES|3DES|MD5|PSK|SRP)([-_]|$)")
@@ -212,34 +215,29 @@ class TransportLayer:
         if not c.strong_cipher(tls.cipher):
             return Reject(403, TLS_REQUIRED, Layer.TRANSPORT, "weak_cipher")
         if c.require_client_cert and tls.peer_cert_sha256 is None:
-            return Reject(
-                403,
-                "Forbidden - Client Certificate Required",
-                Layer.TRANSPORT,
-                "client_cert_required",
-            )
+            return Reject(403, CLIENT_CERT_REQUIRED, Layer.TRANSPORT, "client_cert_required")
         return ALLOW
 
     def decide_expert(self, facts: RequestFacts, expert: ExpertFacts) -> Decision:
-        """An expert with a registered certificate must have presented exactly that one."""
-        if expert.cert_sha256 is None:
+        """An expert with registered certificates must have presented one of exactly those, in
+        this TLS session (``getpeercert(binary_form=True)``; never a header)."""
+        if not expert.cert_fingerprints:
             return ALLOW
         seen = facts.tls.peer_cert_sha256 if facts.tls is not None else None
         if seen is None:
-            return Reject(
-                403,
-                "Forbidden - Client Certificate Required",
-                Layer.TRANSPORT,
-                "client_cert_required",
-            )
-        if not hmac.compare_digest(seen, expert.cert_sha256):
-            return Reject(
-                403,
-                "Forbidden - Client Certificate Mismatch",
-                Layer.TRANSPORT,
-                "client_cert_mismatch",
-            )
+            return Reject(403, CLIENT_CERT_REQUIRED, Layer.TRANSPORT, "client_cert_required")
+        if not cert_pinned(seen, expert.cert_fingerprints):
+            return Reject(403, CLIENT_CERT_MISMATCH, Layer.TRANSPORT, "client_cert_mismatch")
         return ALLOW
+
+
+def cert_pinned(seen: str, pinned: Iterable[str]) -> bool:
+    """Whether fingerprint ``seen`` is one of ``pinned`` (all normalised lowercase hex); every
+    entry is compared, in constant time each, so the answer's timing says nothing about which."""
+    found = False
+    for fp in pinned:
+        found |= hmac.compare_digest(seen, fp)
+    return found
 
 
 # -- 4. digest and lockout -----------------------------------------------------------------------
