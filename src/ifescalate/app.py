@@ -118,6 +118,8 @@ class App:
         )
         self.service.accept_call_in(self.registry, realm=self.settings.sip.realm)
         self._start_security()
+        if self.gate is not None:
+            await self.gate.share_nonce_key()
         failed = await self.service.recover()
         if failed:
             log.warning(

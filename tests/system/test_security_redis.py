@@ -157,3 +157,29 @@ def test_prefixes_isolate_deployments() -> None:
             assert await a.count("k", T0, 10.0) == 1
 
     run(body)
+
+
+def test_nonce_counts_are_shared_atomic_and_expire() -> None:
+    async def body() -> None:
+        async with instances(3) as (prefix, backends):
+            nonce, expires = "bm9uY2U=", T0 + 300.0
+            # Ten concurrent answers with the same (nonce, nc) at three instances: one wins.
+            results = await asyncio.gather(
+                *(backends[i % 3].nonce_count(nonce, 1, expires, T0) for i in range(10))
+            )
+            assert sorted(results) == [False] * 9 + [True]
+            assert await backends[1].nonce_count(nonce, 2, expires, T0 + 1)  # higher count: ok
+            assert not await backends[2].nonce_count(nonce, 2, expires, T0 + 2)  # replay
+            assert not await backends[0].nonce_count(nonce, 1, expires, T0 + 2)  # older count
+            assert not await backends[0].nonce_count("other", 1, T0, T0 + 1)  # expired nonce
+            raw = aioredis.Redis.from_url(URL)
+            try:
+                ttl = await raw.pttl(f"{prefix}nc:{nonce}")
+                assert 0 < ttl <= 300_000  # kept for the nonce's remaining lifetime only
+            finally:
+                await raw.aclose()
+            a = await backends[0].shared_secret("digest-nonce-key", 32)
+            b = await backends[2].shared_secret("digest-nonce-key", 32)
+            assert a is not None and len(a) == 32 and a == b
+
+    run(body)

@@ -19,6 +19,7 @@ from ifescalate.sip.digest import (
     DigestClient,
     DigestServer,
     MemoryNonceCounter,
+    NonceCountCheck,
     UnsupportedChallenge,
     compute_response,
     format_challenge,
@@ -635,6 +636,25 @@ def test_server_uses_injected_counter() -> None:
     assert first.ok
     assert seen == [(parse_auth_header(header)[1]["nonce"], 1, 350.0, 60.0)]
     assert s.verify("INVITE", header, LOOKUP, 61.0).reason is AuthReason.REPLAY
+
+
+def test_verify_digest_leaves_the_count_to_the_caller_and_keys_can_be_shared() -> None:
+    a, b = server(), DigestServer(REALM, b"x" * 32, rand=CountingRand(b"b"))
+    header = DigestClient("alice", "wonderland", CountingRand(b"client")).answer(
+        a.challenge(100.0), "INVITE", URI
+    )
+    nonce = parse_auth_header(header)[1]["nonce"]
+    check = a.verify_digest("INVITE", header, LOOKUP, 101.0)
+    assert check == NonceCountCheck("alice", nonce, 1, 400.0)
+    assert check.result(True) == AuthResult(True, "alice", AuthReason.OK)
+    assert check.result(False) == AuthResult(False, "alice", AuthReason.REPLAY)
+    # The caller's store decided: a's own counter saw nothing, so verify() still accepts once.
+    assert a.verify("INVITE", header, LOOKUP, 102.0).ok
+    # Another key refuses it (its opaque and nonce MAC differ); re-keyed, it accepts.
+    refused = b.verify_digest("INVITE", header, LOOKUP, 101.0)
+    assert isinstance(refused, AuthResult) and not refused.ok
+    twin = b.with_key(KEY)
+    assert isinstance(twin.verify_digest("INVITE", header, LOOKUP, 101.0), NonceCountCheck)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,6 +109,8 @@ async def run_answer(opts: AgentOptions, *, stop: asyncio.Event | None = None) -
     """``sip answer``: answer every call until interrupted."""
     ua = await start_agent(opts)
     gate = attach_security(ua, opts)
+    if gate is not None:
+        await gate.share_nonce_key()
     if opts.verbose:
         default = ua.on_incoming
 

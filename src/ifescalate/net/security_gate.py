@@ -57,7 +57,7 @@ from ..security import (
 from ..security.facts import parse_networks
 from ..security.layers import TLS_REQUIRED, ExpertLimitConfig, FloodConfig, TransportLayer
 from ..sip.build import make_response
-from ..sip.digest import parse_auth_header
+from ..sip.digest import NonceCountCheck, parse_auth_header
 from ..sip.errors import SipError
 from ..sip.message import Request, Response
 from .endpoint import SipEndpoint
@@ -181,6 +181,19 @@ class SecurityGate:
         endpoint.gate = self.admit
         self.ua.verified_user = self.verified_user
 
+    async def share_nonce_key(self) -> bool:
+        """Sign digest nonces with the key every instance on the same shared counters uses, so a
+        nonce issued by one instance verifies at another (RFC 7616 §3.3: the nonce is opaque to
+        the client, which may send its answer anywhere behind the edge). True when shared."""
+        digest = self.ua.digest
+        if digest is None:
+            return False
+        key = await self.pipeline.counters.shared_secret("digest-nonce-key", 32)
+        if key is None:
+            return False
+        self.ua.digest = digest.with_key(key)
+        return True
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -269,15 +282,26 @@ class SecurityGate:
         decision = await self.pipeline.check_request(facts, now)
         if isinstance(decision, Reject) or not self._needs_identity(req, facts):
             return decision, None
-        auth = self._authenticate(req, now)
+        auth = await self._authenticate(req, now)
         decision = await self.pipeline.check_identity(facts, auth, now, self.authorize)
         return decision, auth.username if isinstance(decision, Allow) else None
 
-    def _authenticate(self, req: Request, now: float) -> AuthFacts:
+    async def _authenticate(self, req: Request, now: float) -> AuthFacts:
         digest = self.ua.digest
         assert digest is not None
         creds = req.headers.get("Authorization")
-        result = digest.verify(req.method, creds, self.ua.credential_lookup, now)
+        checked = digest.verify_digest(req.method, creds, self.ua.credential_lookup, now)
+        # The nonce-count lives in the pipeline's counters: with Redis, a nonce answered at any
+        # instance counts at all of them, so a replay is refused wherever it is sent.
+        result = (
+            checked.result(
+                await self.pipeline.counters.nonce_count(
+                    checked.nonce, checked.nc, checked.expires_at, now
+                )
+            )
+            if isinstance(checked, NonceCountCheck)
+            else checked
+        )
         if not result.ok or result.username is None:
             return auth_facts(result)
         expert = self.experts(result.username)

@@ -16,6 +16,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..sip.nonce_count import MemoryNonceCounter
+
 
 @dataclass(frozen=True, slots=True)
 class Acquired:
@@ -76,6 +78,16 @@ class Counters(Protocol):
         """Forget the window and the block of ``key``."""
         ...
 
+    async def nonce_count(self, nonce: str, nc: int, expires_at: float, now: float) -> bool:
+        """Digest nonce-count replay check (RFC 7616 §3.4), atomic: record ``nc`` and return True
+        if it is above every count seen for ``nonce``, else False. Kept until ``expires_at``."""
+        ...
+
+    async def shared_secret(self, name: str, size: int) -> bytes | None:
+        """A random secret of ``size`` bytes every instance sharing this backend reads alike
+        (the first to ask creates it), or None when the backend is not shared."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -115,6 +127,7 @@ class MemoryCounters:
         self._max_keys = max_keys
         self._sweep_every = sweep_every
         self._ops = 0
+        self._nonces = MemoryNonceCounter()
 
     def __len__(self) -> int:
         """Live keys held (windows plus blocks), for memory-bound tests."""
@@ -190,6 +203,12 @@ class MemoryCounters:
     async def clear(self, key: str) -> None:
         self._windows.pop(key, None)
         self._blocks.pop(key, None)
+
+    async def nonce_count(self, nonce: str, nc: int, expires_at: float, now: float) -> bool:
+        return self._nonces.check_and_set(nonce, nc, expires_at, now)
+
+    async def shared_secret(self, name: str, size: int) -> bytes | None:
+        return None  # one process: each digest server keeps its own key
 
     async def aclose(self) -> None:
         return None

@@ -67,6 +67,18 @@ end
 return {n, false}
 """
 
+# RFC 7616 §3.4 replay check: the highest nonce-count accepted per nonce, kept for the nonce's
+# remaining lifetime. GET and SET in one script, so two instances answering the same (nonce, nc)
+# at once cannot both accept it.
+_NONCE_COUNT = """
+local seen = redis.call('GET', KEYS[1])
+if seen and tonumber(seen) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 
 def _ms(seconds: float) -> str:
     # A TTL of at least one second beyond the logical span: clocks of instances differ a little.
@@ -98,6 +110,7 @@ class RedisCounters:
         self._count = client.register_script(_COUNT)
         self._acquire = client.register_script(_ACQUIRE)
         self._hit_and_block = client.register_script(_HIT_AND_BLOCK)
+        self._nonce_count = client.register_script(_NONCE_COUNT)
 
     @classmethod
     def from_url(
@@ -157,6 +170,24 @@ class RedisCounters:
 
     async def clear(self, key: str) -> None:
         await self._r.delete(*self._keys(key))
+
+    async def nonce_count(self, nonce: str, nc: int, expires_at: float, now: float) -> bool:
+        if expires_at <= now:  # an expired nonce cannot be counted, so cannot be accepted
+            return False
+        # Nonces are base64 of an HMAC-bound value (RFC 7616 §3.3): a fixed-size key charset.
+        key = f"{self.prefix}nc:{nonce}"
+        ttl = str(max(1, math.ceil((expires_at - now) * 1000)))
+        return bool(await self._nonce_count(keys=[key], args=[str(nc), ttl]))
+
+    async def shared_secret(self, name: str, size: int) -> bytes | None:
+        # SET NX: the first instance to start creates the secret, every later one reads it. No
+        # TTL: nonces signed with it must verify at every instance for as long as they live.
+        key = f"{self.prefix}secret:{name}"
+        await self._r.set(key, self._rand(size).hex(), nx=True)
+        raw = await self._r.get(key)
+        if raw is None:
+            raise RuntimeError(f"shared secret {key} vanished from Redis right after SET NX")
+        return bytes.fromhex(raw.decode("ascii") if isinstance(raw, bytes) else str(raw))
 
     async def delete_all(self) -> int:
         """Delete every key under :attr:`prefix` (tests and operator resets); returns how many."""

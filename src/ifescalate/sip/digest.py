@@ -19,7 +19,6 @@ import base64
 import binascii
 import enum
 import hashlib
-import heapq
 import hmac
 import math
 import os
@@ -29,9 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from string import ascii_letters, digits
-from typing import Protocol
 
 from .errors import SipError, SipParseError
+from .nonce_count import MemoryNonceCounter, NonceCounter
 
 __all__ = [
     "AuthReason",
@@ -40,6 +39,7 @@ __all__ = [
     "DigestServer",
     "HA1Lookup",
     "MemoryNonceCounter",
+    "NonceCountCheck",
     "NonceCounter",
     "UnsupportedChallenge",
     "compute_response",
@@ -343,68 +343,6 @@ def compute_response(
 
 
 # ---------------------------------------------------------------------------------------------
-# Nonce-count store (RFC 7616 §3.4: nc lets the server detect replays)
-# ---------------------------------------------------------------------------------------------
-
-
-class NonceCounter(Protocol):
-    """Remembers the highest nonce-count accepted per nonce.
-
-    ``check_and_set`` must be atomic: return True and record *nc* if *nc* is higher than anything
-    seen for *nonce*, else False. *expires_at* and *now* are on the same clock as the server's
-    ``now``; a networked backend (Redis) can keep each key for ``expires_at - now`` seconds, which
-    works whatever that clock is.
-    """
-
-    def check_and_set(self, nonce: str, nc: int, expires_at: float, now: float) -> bool: ...
-
-
-class MemoryNonceCounter:
-    """In-process :class:`NonceCounter` with bounded memory.
-
-    Entries leave when their nonce expires. When more than *capacity* nonces are live, the one
-    that expires first is evicted. That never opens a replay window: an evicted entry sorts before
-    every entry kept, so until a purge makes room (which means it has expired too) a replay of it is
-    again the first to go and is refused. Eviction can cost a client one extra challenge.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
-        self._highest: dict[str, int] = {}
-        self._expiry: list[tuple[float, str]] = []  # min-heap; each nonce pushed once
-
-    def __len__(self) -> int:
-        return len(self._highest)
-
-    def check_and_set(self, nonce: str, nc: int, expires_at: float, now: float) -> bool:
-        self._purge(now)
-        seen = self._highest.get(nonce)
-        if seen is None:
-            if expires_at <= now:  # an expired nonce cannot be counted, so cannot be accepted
-                return False
-            self._highest[nonce] = nc
-            heapq.heappush(self._expiry, (expires_at, nonce))
-            self._evict()
-            return nonce in self._highest
-        if nc <= seen:
-            return False
-        self._highest[nonce] = nc
-        return True
-
-    def _purge(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            _, nonce = heapq.heappop(self._expiry)
-            self._highest.pop(nonce, None)
-
-    def _evict(self) -> None:
-        while len(self._highest) > self._capacity:
-            _, nonce = heapq.heappop(self._expiry)
-            self._highest.pop(nonce, None)
-
-
-# ---------------------------------------------------------------------------------------------
 # Server
 # ---------------------------------------------------------------------------------------------
 
@@ -456,6 +394,25 @@ _NONCE_MAC = 24  # truncated HMAC-SHA256; 8 + 16 + 24 = 48 bytes = 64 base64 cha
 _NONCE_LEN = _NONCE_TS.size + _NONCE_RANDOM + _NONCE_MAC
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
+
+
+@dataclass(frozen=True, slots=True)
+class NonceCountCheck:
+    """A digest that checked out and whose nonce-count (RFC 7616 §3.4) must still be recorded.
+
+    The store's atomic ``check_and_set(nonce, nc, expires_at, now)`` decides; :meth:`result` turns
+    its answer into the final :class:`AuthResult` (a count not above the highest seen is a replay).
+    """
+
+    username: str
+    nonce: str
+    nc: int
+    expires_at: float
+
+    def result(self, accepted: bool) -> AuthResult:
+        if accepted:
+            return AuthResult(True, self.username, AuthReason.OK)
+        return AuthResult(False, self.username, AuthReason.REPLAY)
 
 
 class _Fresh(enum.Enum):
@@ -551,6 +508,20 @@ class DigestServer:
         # unknown-user and the wrong-password path do the same hashing (no user enumeration).
         self._dummy = {a.base: a.h(rand(32)) for a in self._allowed}
 
+    def with_key(self, key: bytes) -> DigestServer:
+        """This server (realm, algorithms, qops, lifetime, count store) signing nonces with
+        ``key`` instead: instances that share a key accept each other's nonces."""
+        return DigestServer(
+            self.realm,
+            key,
+            algorithms=[a.name for a in self._allowed],
+            nonce_lifetime=self.nonce_lifetime,
+            rand=self._rand,
+            nonce_counter=self._counter,
+            qops=self._qops,
+            allow_rfc2069=self._allow_rfc2069,
+        )
+
     # -- challenges -------------------------------------------------------------------------
 
     def challenge(
@@ -615,8 +586,32 @@ class DigestServer:
         """Checks an Authorization / Proxy-Authorization value for a request (RFC 3261 §22.4).
 
         *request_uri*, when given, must equal the digest-uri exactly; leave it None behind a proxy
-        that rewrites the Request-URI. Never raises on bad input: it becomes ``MALFORMED``.
+        that rewrites the Request-URI. Never raises on bad input: it becomes ``MALFORMED``. The
+        nonce-count goes to this server's own :class:`NonceCounter`; a caller whose count store
+        is I/O (Redis) uses :meth:`verify_digest` and settles the count itself.
         """
+        result = self.verify_digest(
+            method, credentials, lookup, now, body=body, request_uri=request_uri
+        )
+        if isinstance(result, NonceCountCheck):
+            return result.result(
+                self._counter.check_and_set(result.nonce, result.nc, result.expires_at, now)
+            )
+        return result
+
+    def verify_digest(
+        self,
+        method: str,
+        credentials: str | None,
+        lookup: HA1Lookup,
+        now: float,
+        *,
+        body: bytes = b"",
+        request_uri: str | None = None,
+    ) -> AuthResult | NonceCountCheck:
+        """:meth:`verify` up to the nonce-count: a right digest with a count (qop) comes back as
+        a :class:`NonceCountCheck` for the caller's store to settle (sans-IO: the net layer
+        awaits a shared store, then calls ``check.result(accepted)``)."""
         if not credentials or not credentials.strip():
             return AuthResult(False, None, AuthReason.MISSING)
         if len(credentials) > MAX_CREDENTIALS_LENGTH:
@@ -642,11 +637,9 @@ class DigestServer:
             return AuthResult(False, user, AuthReason.STALE, stale=True)
         # The count is recorded only after the digest checks out: a forger must not be able to
         # burn a legitimate client's nonce-counts.
-        if creds.nc is not None and not self._counter.check_and_set(
-            creds.nonce, int(creds.nc, 16), expires_at, now
-        ):
-            return AuthResult(False, user, AuthReason.REPLAY)
-        return AuthResult(True, user, AuthReason.OK)
+        if creds.nc is None:
+            return AuthResult(True, user, AuthReason.OK)
+        return NonceCountCheck(user, creds.nonce, int(creds.nc, 16), expires_at)
 
     def _precheck(self, creds: _Credentials, request_uri: str | None) -> AuthReason | None:
         """Checks that need no secret; the order never depends on whether the user exists."""
