@@ -26,12 +26,16 @@ SENT_RMS = 8000 / np.sqrt(2)  # write_tone_wav's default amplitude 8000
 
 
 def analyse(path: Path, *, skip: float = 0.3) -> tuple[float, float, float]:
-    """(FFT peak Hz, RMS, seconds) of a 16-bit mono WAV, without its first ``skip`` seconds."""
+    """(FFT peak Hz, RMS, seconds) of a 16-bit WAV, without its first ``skip`` seconds.
+
+    Channels are averaged: baresip records Opus (opus/48000/2, RFC 7587 §7) as two channels.
+    """
     import wave
 
     with wave.open(str(path), "rb") as wav:
-        rate = wav.getframerate()
-    samples = np.asarray(read_wav_samples(path), dtype=np.float64)
+        rate, channels = wav.getframerate(), wav.getnchannels()
+    interleaved = np.asarray(read_wav_samples(path), dtype=np.float64)
+    samples = interleaved[: len(interleaved) // channels * channels].reshape(-1, channels).mean(1)
     body = samples[int(skip * rate) :]
     assert len(body) > rate // 2, f"{path}: only {len(samples) / rate:.2f} s recorded"
     spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))

@@ -7,12 +7,14 @@ Start the callee first (the context waits for its SIP port), then the caller wit
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -25,6 +27,11 @@ MODULE_PATH = "/usr/lib/baresip/modules"
 
 ESTABLISHED = re.compile(r"Call established: (\S+)")
 TERMINATED = re.compile(r"Call with (\S+) terminated \(duration: (\d+) secs?\)")
+
+#: baresip's codec modules by the SDP encoding name its `audio_codecs` account parameter takes.
+CODEC_MODULES = {"PCMU": "g711", "PCMA": "g711", "G722": "g722", "opus": "opus"}
+#: How `audio_codecs` must spell them: a bare name is looked up at 8000 Hz, one channel.
+_ACCOUNT_CODEC = {"G722": "G722/16000/1", "opus": "opus/48000/2"}
 
 
 class Baresip:
@@ -40,6 +47,10 @@ class Baresip:
     - `sip_trace`: log every SIP message (`-s`), e.g. to assert on SDP.
     - `workdir`: keep config, log and recordings there (kept after exit); default: a temporary directory
       removed after a clean exit (so inspect recordings inside the `with` block).
+    - `codecs`: SDP encoding names baresip may use, best first (`audio_codecs`); each loads its module
+      (`CODEC_MODULES`: g711, g722, opus, all shipped in Debian's baresip-core).
+    - `control`: listen for `ctrl_tcp` commands (netstring JSON) on a free port; see `command()`.
+    - `rtcp_mux`: offer and accept RTP/RTCP multiplexing (RFC 5761; baresip's global `rtcp_mux`).
     """
 
     def __init__(
@@ -61,9 +72,18 @@ class Baresip:
         extra_config: str = "",
         workdir: Path | None = None,
         sip_trace: bool = False,
+        codecs: Sequence[str] = ("PCMU", "PCMA"),
+        control: bool = False,
+        rtcp_mux: bool = False,
     ) -> None:
         if transport == "tls" and tls is None:
             raise ValueError("transport='tls' needs tls=(cert, key)")
+        unknown = [c for c in codecs if c not in CODEC_MODULES]
+        if unknown or not codecs:
+            raise ValueError(f"codecs must be among {sorted(CODEC_MODULES)}, got {list(codecs)}")
+        self.codecs = tuple(codecs)
+        self.control_port = free_port("tcp", host) if control else None
+        self.rtcp_mux = rtcp_mux
         self.name = name
         self.host = host
         self._auto_port = port is None
@@ -105,7 +125,8 @@ class Baresip:
     def _write_config(
         self, audio: Path, *, record: bool, srtp: bool, ca: Path | None, extra: str
     ) -> None:
-        modules = ["g711", "aufile", "aubridge"]
+        modules = list(dict.fromkeys(CODEC_MODULES[c] for c in self.codecs))
+        modules += ["aufile", "aubridge"]
         if record:
             modules.append("sndfile")
         if srtp:
@@ -124,13 +145,17 @@ class Baresip:
             "ausrc_channels 1",
             "auplay_channels 1",
             "rtp_timeout 0",
+            f"rtcp_mux {'yes' if self.rtcp_mux else 'no'}",
             f"module_path {MODULE_PATH}",
             *(f"module {name}.so" for name in modules),
             "module_app account.so",
             "module_app contact.so",
             "module_app menu.so",
+            *(["module_app ctrl_tcp.so"] if self.control_port is not None else []),
             f"snd_path {self.rec_dir}",
         ]
+        if self.control_port is not None:
+            lines.append(f"ctrl_tcp_listen {self.host}:{self.control_port}")
         if self.tls is not None:
             pem = combined_pem(self.tls[0], self.tls[1], self.dir / "sip-cert.pem")
             lines.append(f"sip_certificate {pem}")
@@ -140,7 +165,7 @@ class Baresip:
 
     def _write_account(self, *, answer: bool, srtp: bool, extra: str) -> None:
         params = ["regint=0", f"answermode={'auto' if answer else 'manual'}"]
-        params.append("audio_codecs=PCMU,PCMA")
+        params.append("audio_codecs=" + ",".join(_ACCOUNT_CODEC.get(c, c) for c in self.codecs))
         if srtp:
             params.append("mediaenc=srtp-mand")
         # No transport parameter in the AOR: baresip would append it again to a dialled URI that has one.
@@ -180,6 +205,34 @@ class Baresip:
         """sndfile WAVs of received (`dec`) or sent (`enc`) audio, one per call (needs `record=True`)."""
         return sorted(self.rec_dir.glob(f"dump-*-{kind}.wav"))
 
+    def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict[str, object]:
+        """Run a baresip command (`hold`, `resume`, `hangup`, ...) through `ctrl_tcp`; its JSON reply.
+
+        ctrl_tcp frames JSON as netstrings (`LEN:JSON,`) both ways and interleaves events with the
+        reply: read frames until the one whose `token` is ours. Needs `control=True`.
+        """
+        if self.control_port is None:
+            raise PeerError("baresip was started without control=True")
+        token = f"t{time.monotonic_ns()}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        with socket.create_connection((self.host, self.control_port), timeout=timeout) as conn:
+            conn.sendall(b"%d:%s," % (len(body), body))
+            buffer = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                while (frame := _netstring(buffer)) is not None:
+                    message, buffer = frame
+                    reply = json.loads(message)
+                    if reply.get("response") and reply.get("token") == token:
+                        return dict(reply)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+        raise PeerError(
+            f"baresip: no reply to {command!r} over ctrl_tcp\n{self.process.log_tail()}"
+        )
+
     def wait_exit(self, timeout: float) -> int:
         """Wait for baresip to quit by itself (its `duration` ran out); PeerError on overrun."""
         return self.process.wait(timeout)
@@ -195,6 +248,10 @@ class Baresip:
                 wait_port(self.host, self.port, "udp", timeout=10.0, process=self.process)
                 if self.tls is not None:
                     wait_port(self.host, self.tls_port, "tcp", timeout=10.0, process=self.process)
+                if self.control_port is not None:
+                    wait_port(
+                        self.host, self.control_port, "tcp", timeout=10.0, process=self.process
+                    )
             except PeerError:
                 self.process.kill()
                 if not self._auto_port or attempt == 2 or "status 98" not in str(self._exit_note()):
@@ -225,6 +282,15 @@ class Baresip:
             print(self.process.log_tail(), file=sys.stderr)
         elif not self._keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _netstring(buffer: bytes) -> tuple[bytes, bytes] | None:
+    """(first netstring's payload, the rest) once a whole one is buffered, else None."""
+    length, colon, rest = buffer.partition(b":")
+    if not colon or not length.isdigit() or len(rest) <= int(length):
+        return None
+    size = int(length)
+    return rest[:size], rest[size + 1 :]
 
 
 def _free_port_pair(host: str) -> int:
