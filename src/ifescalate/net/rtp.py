@@ -16,7 +16,10 @@
 - RTCP SR/RR + SDES every ~5 s (RFC 3550 §6.2 minimum interval, randomised per §6.3.1), RTT from
   the peer's report blocks, BYE on close;
 - a no-media timeout: ``no_media_timeout`` seconds without RTP calls ``on_timeout`` (not while the
-  peer holds the call, i.e. when we do not receive).
+  call is held: only a sendrecv stream must carry RTP);
+- re-offers in the dialog (:meth:`MediaSession.update`, RFC 3264 §8): hold and resume change what
+  we send (nothing toward a party that holds us) and restart the no-media period;
+- RTP and RTCP on one port when both sides agreed to rtcp-mux (RFC 5761), else RTCP on port + 1.
 
 Everything here is synchronous (no task per call): sockets are bound with plain ``socket`` calls
 so the SDP can carry the port inside the SIP handler.
@@ -42,6 +45,7 @@ from ..media.codecs import codec_for
 from ..media.dtmf import DtmfReceiver, DtmfSender
 from ..media.frames import AudioFrame, MediaError, silence
 from ..media.jitter import JitterBuffer
+from ..media.mux import is_rtcp
 from ..media.rtcp import (
     Bye,
     ReceiverReport,
@@ -56,6 +60,7 @@ from ..media.rtcp import (
 from ..media.rtp import TS_MOD, ReceiverStats, RtpPacket, RtpSender, ts_add
 from ..media.srtp import CryptoAttribute as SrtpCrypto
 from ..media.srtp import SrtpChannel, SrtpSuite, answer_crypto, make_crypto
+from ..sip.reoffer import answer_reoffer
 from ..sip.sdp import (
     Codec,
     CryptoAttribute,
@@ -172,6 +177,9 @@ class MediaConfig:
     #: As answerer, pick the first of ``codecs`` the offer has, not the first offered codec we
     #: support (RFC 3264 §6.1 only recommends keeping the offerer's order).
     prefer_own_order: bool = False
+    #: Offer and accept RTP/RTCP multiplexing on one port (RFC 5761); a peer that does not answer
+    #: ``a=rtcp-mux`` gets RTCP on port + 1 as before.
+    rtcp_mux: bool = True
     _pool: RtpPortPool | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -232,6 +240,8 @@ class MediaSession:
         self.sink: FrameSink | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_timeout: Callable[[], None] | None = None
+        #: Called with our new direction when a re-offer changed it (hold: recvonly/inactive).
+        self.on_direction: Callable[[str], None] | None = None
         self.on_close: list[Callable[[], None]] = []
         self.counters = MediaCounters()
         self.negotiated: NegotiatedMedia | None = None
@@ -243,6 +253,9 @@ class MediaSession:
         self.started = False
         self.closed = False
         self._offer: SessionDescription | None = None
+        self._local: SessionDescription | None = None  # the last SDP we sent (RFC 3264 §8)
+        self._codecs: tuple[Codec, ...] = ()
+        self._mux = False
         self._offered_crypto: SrtpCrypto | None = None
         self._rx_pts: set[int] = set()
         self._rx_event_pt: int | None = None
@@ -295,6 +308,7 @@ class MediaSession:
         """Our offer: this session's port; RTP/SAVP with a fresh SDES key when ``secure``."""
         crypto: list[CryptoAttribute] = []
         profile = "RTP/AVP"
+        self._codecs = tuple(codecs)
         if self._wants_srtp(secure):
             self._offered_crypto = make_crypto(1, SrtpSuite.AES_CM_128_HMAC_SHA1_80, self.rand)
             crypto.append(CryptoAttribute.parse(str(self._offered_crypto)))
@@ -307,6 +321,7 @@ class MediaSession:
             session_version=session_id,
             crypto=crypto,
             profile=profile,
+            rtcp_mux=self.config.rtcp_mux,
         )
         return self._offer.to_bytes()
 
@@ -327,6 +342,7 @@ class MediaSession:
         """
         parsed = parse_sdp(offer)
         crypto_answer = self._crypto_answer(parsed)
+        self._codecs = tuple(codecs)
 
         def answer_with(supported: Sequence[Codec]) -> SessionDescription:
             return build_answer(
@@ -337,6 +353,7 @@ class MediaSession:
                 session_id=session_id,
                 crypto_answer=crypto_answer,
                 prefer_offer_order=not self.config.prefer_own_order,
+                rtcp_mux=self.config.rtcp_mux,
             )
 
         answer = answer_with(answer_codecs(answer_with(codecs), codecs))
@@ -389,6 +406,51 @@ class MediaSession:
         if not nm.rtcp_mux:
             self.remote_rtcp = (nm.remote_rtcp_address, nm.remote_rtcp_port)
         self.remote_rtp = (nm.remote_address, nm.remote_port)
+        self._local, self._mux = local, nm.rtcp_mux
+
+    def update(self, offer: bytes) -> bytes:
+        """Answer a re-offer of the peer (re-INVITE or UPDATE, RFC 3264 §8); our new SDP.
+
+        Hold (``sendonly``, ``inactive``, ``c=0.0.0.0``) and resume change what we send and restart
+        the no-media period; a new address or port is used from now on. Raises NotAcceptableHere
+        (488) / SipParseError, leaving the session as it was (RFC 3261 §14.2).
+        """
+        current, local = self.negotiated, self._local
+        if current is None or local is None:
+            raise NotAcceptableHere("a re-offer before the first offer/answer completed")
+        result = answer_reoffer(
+            parse_sdp(offer),
+            previous=local,
+            current=current,
+            supported=self._codecs,
+            rtcp_mux=self.config.rtcp_mux,
+        )
+        self._apply_update(result.negotiated)
+        self._local = result.answer
+        return result.answer.to_bytes()
+
+    def _apply_update(self, nm: NegotiatedMedia) -> None:
+        old = self.negotiated
+        assert old is not None
+        # The DTMF sender and receiver were made at start: keep their event payload type.
+        nm = replace(nm, telephone_event=old.telephone_event)
+        # RFC 3264 §8.4: c=0.0.0.0 (RFC 2543 hold) carries no address: keep where we sent to.
+        if not _null(nm.remote_address):
+            moved = (nm.remote_address, nm.remote_port) != (old.remote_address, old.remote_port)
+            if moved:
+                self.remote_rtp, self.latched = (nm.remote_address, nm.remote_port), False
+            self.remote_rtcp = (
+                None if nm.rtcp_mux else (nm.remote_rtcp_address, nm.remote_rtcp_port)
+            )
+        if self._sender is not None:
+            self._sender.payload_type = nm.codec.payload_type  # the peer may renumber (§8.3.2)
+        self._rx_pts.add(nm.codec.payload_type)
+        self.negotiated, self._mux = nm, nm.rtcp_mux
+        if nm.direction != old.direction:
+            log.info("call %s: direction %s -> %s", self.call_id, old.direction, nm.direction)
+            self._last_rx = self.loop.time()  # a fresh no-media period from hold or resume
+            if self.on_direction is not None:
+                self.on_direction(nm.direction)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -510,6 +572,9 @@ class MediaSession:
         if not self._source_ok(addr):
             self.counters.dropped_source += 1
             return
+        if self._mux and is_rtcp(data):
+            self._on_rtcp(data, now)  # RFC 5761 §4: RTCP on the RTP port
+            return
         try:
             if self.srtp is not None:
                 data = self.srtp.unprotect(data)
@@ -621,12 +686,17 @@ class MediaSession:
         )
 
     def _send_rtcp(self, now: float, extra: bytes = b"") -> None:
-        if self.remote_rtcp is None or self._sender is None:
-            return
+        # RFC 5761: a multiplexed stream sends RTCP from and to the RTP ports.
+        sock, dest = (
+            (self._rtp_sock, self.remote_rtp) if self._mux else (self._rtcp_sock, self.remote_rtcp)
+        )
+        nm = self.negotiated
+        if dest is None or self._sender is None or (nm is not None and _null(nm.remote_address)):
+            return  # RFC 3264 §8.4: to a c=0.0.0.0 peer, neither RTP nor RTCP
         data = self._report(now) + extra
         if self.srtp is not None:
             data = self.srtp.protect_rtcp(data)
-        if _sendto(self._rtcp_sock, data, self.remote_rtcp):
+        if _sendto(sock, data, dest):
             self.counters.rtcp_sent += 1
 
     # -- control ----------------------------------------------------------------------------------
@@ -648,6 +718,9 @@ class MediaSession:
             "dropped": self.counters.dropped_source + self.counters.dropped_invalid,
             "dtmf": self.counters.dtmf,
             "rtt": self.counters.rtt,
+            "rtcp_mux": self._mux,
+            "rtcp_sent": self.counters.rtcp_sent,
+            "rtcp_received": self.counters.rtcp_received,
         }
         if self._stats is not None:
             out["lost"] = self._stats.cumulative_lost
@@ -701,6 +774,11 @@ class Rechunker:
         start = self._start
         self._pending, self._start = buffered[whole:], ts_add(start, whole)
         return start, buffered[:whole]
+
+
+def _null(address: str) -> bool:
+    """RFC 3264 §8.4: the unspecified address in c= (RFC 2543 hold) says "send me nothing"."""
+    return address in ("0.0.0.0", "::")
 
 
 def _sendto(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> bool:

@@ -271,9 +271,15 @@ def _answer_stream(
         codecs=common,
         direction=_answer_direction(offer, index, direction),
         ptime=ptime,
-        rtcp_mux=rtcp_mux and offered.rtcp_mux,  # RFC 5761 §5.1.1: only if offered
+        rtcp_mux=rtcp_mux and offered.rtcp_mux and _mux_safe(common),  # RFC 5761 §5.1.1
         crypto=crypto_lines,
     )
+
+
+def _mux_safe(codecs: Sequence[Codec]) -> bool:
+    """RFC 5761 §4: RTP payload types 64-95 collide with RTCP packet types on a shared port, so a
+    stream using one of them is answered without rtcp-mux (separate RTCP port)."""
+    return not any(64 <= c.payload_type <= 95 for c in codecs)
 
 
 def _common_codecs(
