@@ -6,7 +6,8 @@ The UA calls three functions, so its own code only grows by a few lines:
   offer (or makes the offer of our 2xx when the INVITE had none, RFC 3264 / RFC 3261 §13.2.1);
 - :func:`offer_with_media` for an outgoing INVITE: RTP/SAVP with an SDES key on TLS calls;
 - :func:`start_media` when the dialog is confirmed (UAS at 2xx, UAC at 2xx, or at the ACK that
-  carries the answer), and the call's end closes the session.
+  carries the answer), and the call's end closes the session;
+- :func:`reanswer_with_media` for a re-INVITE or UPDATE with an offer (hold, resume, RFC 3264 §8).
 
 The CLI's ``--play``, ``--record`` and ``--echo`` become a :class:`MediaConfig` whose ``on_start``
 attaches a looping WAV source, a WAV recorder and/or an echo to each session
@@ -43,6 +44,7 @@ __all__ = [
     "answer_with_media",
     "cli_media_config",
     "offer_with_media",
+    "reanswer_with_media",
     "start_media",
 ]
 
@@ -139,6 +141,21 @@ def start_media(ua: UserAgent, call: Call, answer: bytes | None) -> None:
         return  # the answer comes in the ACK (offer in our 2xx)
     session.on_timeout = lambda: _no_media(ua, call)
     session.start()
+
+
+def reanswer_with_media(call: Call, offer: bytes) -> bytes:
+    """The body of our 2xx to a re-INVITE or UPDATE in ``call`` (RFC 3261 §14.2, RFC 3311 §5.2).
+
+    With an offer and a running session, the session answers it (hold, resume: RFC 3264 §8) and
+    the answer becomes the call's local SDP; otherwise the current local SDP is sent again.
+    Raises NotAcceptableHere (488) / SipParseError (400) with the session unchanged.
+    """
+    session = call.media
+    if not offer or session is None or session.closed or session.negotiated is None:
+        return call.local_sdp
+    body = session.update(offer)
+    call.local_sdp, call.remote_sdp = body, offer
+    return body
 
 
 def _no_media(ua: UserAgent, call: Call) -> None:
@@ -256,6 +273,9 @@ def cli_media_config(
         if sinks:
             session.sink = sinks[0] if len(sinks) == 1 else _fan_out(sinks)
         session.on_dtmf = lambda key: _say(f"dtmf {key} call-id {session.call_id}")
+        session.on_direction = lambda direction: _say(
+            f"media {direction} call-id {session.call_id} sent {session.counters.sent}"
+        )
         if verbose:
             codec = session.codec.name if session.codec is not None else "?"
             _say(f"media {session.call_id} {codec} port {session.port} srtp {bool(session.srtp)}")

@@ -35,7 +35,12 @@ from ..sip.sdp_cache import AnswerCache
 from ..sip.validate import check_accept, check_content, check_method, check_require
 from .call import Call, CallFailed, IncomingCall, IncomingHandler, _TwoXXTimer, target_for_uri
 from .endpoint import ServerTx, SipEndpoint, Target
-from .media_session import answer_with_media, offer_with_media, start_media
+from .media_session import (
+    answer_with_media,
+    offer_with_media,
+    reanswer_with_media,
+    start_media,
+)
 from .rtp import MediaConfig
 from .transport import Source
 
@@ -53,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger("ifescalate.ua")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE"
 ALLOWED_METHODS = frozenset(m.strip() for m in ALLOW.split(","))
 AUDIO_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
 
@@ -199,7 +204,7 @@ class UserAgent:
             self._respond(tx, make_response(request, 200, to_tag=self.ids.tag()))
             if self.on_message is not None:
                 self.on_message(request, source)
-        elif method in ("BYE", "INFO"):
+        elif method in ("BYE", "INFO", "UPDATE"):
             self._respond(tx, call_leg_does_not_exist(request, to_tag=self.ids.tag()))
         else:
             # §8.2.1: 405 with Allow for a method we know but do not take; 501 for an unknown one.
@@ -418,9 +423,14 @@ class UserAgent:
             self.dialogs.remove(dialog.id)
             if call is not None:
                 call._finish("remote-bye")
-        elif method == "INVITE":
-            # A re-INVITE (hold, refresh): answer with our current session (§14.2).
-            body = call.local_sdp if call is not None else b""
+        elif method == "INVITE" or (method == "UPDATE" and request.body):
+            # A re-INVITE or UPDATE (hold, resume, refresh): its offer reaches the media session
+            # (RFC 3264 §8); without one we send our current session again (§14.2).
+            try:
+                body = reanswer_with_media(call, request.body) if call is not None else b""
+            except SipError as exc:  # 488: the session stays as it was (§14.2)
+                self._respond(tx, make_response(request, exc.status, exc.reason))
+                return
             secure = request.uri.lower().startswith("sips:")
             headers = [("Contact", self._contact(source.transport, secure=secure))]
             if body:
