@@ -69,6 +69,18 @@ def _add_media(p: argparse.ArgumentParser, *, echo: bool) -> None:
         metavar="LIST",
         help="audio codecs, best first, comma-separated (default opus,G722,PCMU,PCMA)",
     )
+    p.add_argument(
+        "--no-media-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=30.0,
+        help="hang up after this long without RTP, not while held (0: never; default 30)",
+    )
+    p.add_argument(
+        "--no-rtcp-mux",
+        action="store_true",
+        help="do not offer or accept RTP/RTCP on one port (RFC 5761)",
+    )
 
 
 def _add_security(p: argparse.ArgumentParser) -> None:
@@ -228,6 +240,8 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
             echo=bool(echo),
             verbose=getattr(args, "verbose", False),
             codecs=[c.strip() for c in codecs_arg.split(",")] if codecs_arg else None,
+            no_media_timeout=getattr(args, "no_media_timeout", 30.0),
+            rtcp_mux=not getattr(args, "no_rtcp_mux", False),
         )
     security, gate = _security(args)
     return AgentOptions(

@@ -28,6 +28,7 @@ import numpy as np
 from ..media.frames import AudioFrame, MediaError, samples_per_frame
 from ..media.resample import Resampler
 from ..sip.sdp import NotAcceptableHere
+from .codec_prefs import DEFAULT_PREFERENCE
 from .rtp import MediaConfig, MediaSession, RtpPortError
 
 if TYPE_CHECKING:
@@ -248,12 +249,17 @@ def cli_media_config(
     echo: bool = False,
     verbose: bool = False,
     codecs: Sequence[str] | None = None,
+    no_media_timeout: float = 30.0,
+    rtcp_mux: bool = True,
 ) -> MediaConfig:
     """``--play WAV`` / ``--record WAV`` / ``--echo`` as a MediaConfig for ``UaConfig.media``.
 
     Files are played and recorded at the negotiated codec's sample rate; ``codecs`` (encoding
     names, best first) replaces the default preference opus > G722 > PCMU > PCMA.
+    ``no_media_timeout`` (0: never) and ``rtcp_mux`` are :class:`MediaConfig`'s.
     """
+    if no_media_timeout < 0:
+        raise MediaError(f"--no-media-timeout must be 0 or more seconds, got {no_media_timeout}")
     calls = [0]
 
     def on_start(session: MediaSession) -> None:
@@ -281,9 +287,12 @@ def cli_media_config(
             _say(f"media {session.call_id} {codec} port {session.port} srtp {bool(session.srtp)}")
             session.on_close.append(lambda: _say(f"media ended {session.stats()}"))
 
-    if codecs is None:
-        return MediaConfig(on_start=on_start)
-    return MediaConfig(on_start=on_start, codecs=tuple(codecs))
+    return MediaConfig(
+        on_start=on_start,
+        no_media_timeout=no_media_timeout,
+        rtcp_mux=rtcp_mux,
+        codecs=tuple(codecs) if codecs is not None else DEFAULT_PREFERENCE,
+    )
 
 
 def _fan_out(sinks: list[Callable[[AudioFrame], None]]) -> Callable[[AudioFrame], None]:
