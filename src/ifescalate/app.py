@@ -23,6 +23,10 @@ from .council import Council
 from .escalation.callin import DigestLookup
 from .escalation.service import EscalationServiceImpl, EscalationSettings
 from .escalation.store import EscalationStore
+from .evidence.keyfile import load_or_create_link_key
+from .evidence.links import LinkSigner
+from .evidence.service import EvidenceService
+from .evidence.store import EvidenceStore
 from .guard import Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
 from .net.devcert import dev_tls_cert
 from .net.endpoint import SipEndpoint
@@ -80,6 +84,7 @@ class App:
         self.store: EscalationStore | None = None
         self.service: EscalationServiceImpl | None = None
         self.council: Council | None = None
+        self.evidence: EvidenceService | None = None
         self.tokens: TokenStore | None = None
         self.runner: web.AppRunner | None = None
         self.gate: SecurityGate | None = None
@@ -117,6 +122,7 @@ class App:
             council=self.council,
         )
         self.service.accept_call_in(self.registry, realm=self.settings.sip.realm)
+        self._start_evidence()
         self._start_security()
         if self.gate is not None:
             await self.gate.share_nonce_key()
@@ -307,6 +313,7 @@ class App:
                 rate_window=self.settings.api.rate_window,
             ),
             council=self.council,
+            evidence_service=self.evidence,
         )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -317,6 +324,30 @@ class App:
         port = self.runner.addresses[0][1] if self.runner.addresses else api.port
         host = f"[{api.host}]" if ":" in api.host else api.host
         self.started.api_url = f"http://{host}:{port}"
+        if self.evidence is not None and api.public_url is None:
+            self.evidence.public_url = self.started.api_url
+
+    def _start_evidence(self) -> None:
+        """Evidence items and their links; the link key is made on first start (0600)."""
+        assert self.service is not None and self.witness is not None
+        ev = self.settings.evidence
+        try:
+            signer = LinkSigner(
+                load_or_create_link_key(self.data_dir),
+                default_ttl=ev.link_ttl,
+                max_ttl=ev.max_link_ttl,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"evidence.link_ttl / evidence.max_link_ttl: {exc}") from exc
+        self.evidence = EvidenceService(
+            store=EvidenceStore.in_data_dir(self.data_dir, max_bytes=ev.max_bytes),
+            signer=signer,
+            escalations=self.service,
+            witness=self.witness,
+            public_url=self.settings.api.public_url or "",
+            sip_links=ev.sip_links,
+        )
+        self.service.evidence = self.evidence
 
     async def readiness(self) -> dict[str, str | None]:
         """/ready: None for a passing check, a reason for a failing one."""
@@ -345,6 +376,9 @@ class App:
             await self.runner.cleanup()
         if self.service is not None:
             await self.service.close()
+        if self.evidence is not None:
+            await self.evidence.drain()
+            self.evidence.store.close()
         if self.gate is not None:
             await self.gate.aclose()
         if self._audit_tasks:

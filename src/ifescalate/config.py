@@ -91,6 +91,22 @@ class ApiSettings:
     #: Requests per client address per window (0: no limit); /health is exempt.
     rate_limit: int = 300
     rate_window: float = 10.0
+    #: Base URL experts reach the API at, for evidence links ("https://escalate.example.org");
+    #: None: http://HOST:PORT as bound (only right when experts reach that address directly).
+    public_url: str | None = None
+
+
+@dataclass(slots=True)
+class EvidenceSettings:
+    """Evidence items and their signed links (docs/evidence.md)."""
+
+    #: Largest evidence item accepted, in bytes (413 above).
+    max_bytes: int = 10 * 1024 * 1024
+    #: Lifetime of a link when none is asked for, and the longest one may ask for (seconds).
+    link_ttl: float = 900.0
+    max_link_ttl: float = 3600.0
+    #: Links put in the INVITE's Call-Info and the MESSAGE after answering (0: no SIP delivery).
+    sip_links: int = 4
 
 
 @dataclass(slots=True)
@@ -121,6 +137,7 @@ class Settings:
     media: MediaSettings = field(default_factory=MediaSettings)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
 
     @property
     def data_path(self) -> Path:
@@ -133,6 +150,7 @@ _SECTIONS = {
     "escalation": EscalationConfig,
     "media": MediaSettings,
     "security": SecuritySettings,
+    "evidence": EvidenceSettings,
 }
 
 _ENV = {
@@ -141,6 +159,7 @@ _ENV = {
     "IFESCALATE_DATABASE_SCHEMA": ("database_schema", str),
     "IFESCALATE_API_HOST": ("api.host", str),
     "IFESCALATE_API_PORT": ("api.port", int),
+    "IFESCALATE_API_PUBLIC_URL": ("api.public_url", str),
     "IFESCALATE_LOG_LEVEL": ("log_level", str),
 }
 

@@ -298,3 +298,42 @@ def test_announcement_is_played_to_the_expert_only() -> None:
 def test_agent_cannot_be_the_expert() -> None:
     with pytest.raises(CouncilError, match="expert"):
         AgentParticipant("a", Role.EXPERT, AgentFormat.PCM16_16000)
+
+
+def test_mixes_at_8k_while_at_most_one_participant_is_wideband_and_never_loses_wideband() -> None:
+    room = quiet_room()
+    h = Harness(room)  # expert and chair at 8 kHz, one agent at 16 kHz
+    assert room.mix_rate == 8000
+    h.run(30)  # every tone still reaches everyone else at its level (8 kHz mix, 2 resamples)
+    assert h.levels("agent")[440] > HEARD and h.levels("expert")[660] > HEARD
+    # A second 16 kHz agent: the two agents hear each other, so the room mixes wideband and a
+    # 6 kHz tone (above any narrowband leg's band) goes from one agent to the other.
+    second = AgentParticipant("second", Role.AGENT, AgentFormat.PCM16_16000)
+    room.join(second, h.now)
+    assert room.mix_rate == 16000
+    high = Tone(6000, 16000)
+    received = []
+    for _ in range(30):
+        second.push_input(high.frame())
+        h.run(1)
+        received.append(h.heard["agent"][0])
+        second.pull_output()
+    assert level(np.concatenate(received[SETTLE:]), 16000, 6000) > HEARD
+    room.leave("second", h.now)
+    assert room.mix_rate == 8000
+    h.run(30)  # back at 8 kHz, after the switch the resamplers settle again
+    assert h.levels("chair")[660] > HEARD and h.levels("chair")[440] > HEARD
+
+
+def test_recorded_room_and_announcement_keep_the_room_rate(tmp_path: Path) -> None:
+    recorded = Harness(quiet_room(record_path=tmp_path / "r.wav")).room
+    assert recorded.mix_rate == 16000  # the recording is a wideband listener of everyone
+    recorded.close(0.0)
+    room = Room("esc-1")  # with the announcement, for a wideband (48 kHz) expert
+    expert = SipLegParticipant("expert", rate=48000)
+    room.join(expert, 0.0)
+    room.join(AgentParticipant("chair", Role.CHAIR, AgentFormat.MULAW_8000), 0.0)
+    assert room.mix_rate == 16000  # the announcement is a 16 kHz source the expert hears
+    for _ in range(len(default_announcement(16000))):
+        room.tick(0.0)
+    assert room.mix_rate == 8000  # played out: the expert now hears only the 8 kHz chair

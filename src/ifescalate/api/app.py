@@ -39,9 +39,10 @@ from ..escalation.model import (
     ServiceUnavailable,
     UnknownEscalation,
 )
+from ..evidence.service import EvidenceService
 from ..guard import ExpertNotFound, ExpertValidationError, Registry, RegistryError
 from ..observability import CONTENT_TYPE, Metrics, log_context
-from . import agent_media, escalations, experts, witness
+from . import agent_media, escalations, evidence, experts, witness
 from .auth import Scope, TokenStore
 from .common import (
     DEPS,
@@ -105,10 +106,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             route = _route_label(request)
             deps(request).metrics.http_request(request.method, route, status)
             who = request.get(PRINCIPAL)
+            # An evidence link's path is its credential: log the route template instead.
+            path = route if "token" in request.match_info else request.path
             log.info(
                 "%s %s %d",
                 request.method,
-                request.path,
+                path,
                 status,
                 extra={
                     "method": request.method,
@@ -248,6 +251,10 @@ def _add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/v1/escalations/{id}", escalations.cancel_escalation)
     get("/v1/escalations/{id}/events", escalations.stream_events)
     get("/v1/escalations/{id}/media", agent_media.agent_media)
+    router.add_post("/v1/escalations/{id}/evidence", evidence.add_evidence)
+    get("/v1/escalations/{id}/evidence", evidence.list_evidence)
+    router.add_post("/v1/escalations/{id}/evidence/{eid}/links", evidence.create_link)
+    get("/v1/evidence/{token}", evidence.open_link)
     get("/v1/experts", experts.list_experts)
     router.add_post("/v1/experts", experts.create_expert)
     get("/v1/experts/{id}", experts.get_expert)
@@ -268,12 +275,14 @@ def build_app(
     readiness: Readiness,
     config: ApiConfig | None = None,
     council: Council | None = None,
+    evidence_service: EvidenceService | None = None,
 ) -> web.Application:
     """The API as an aiohttp application; run it on the SIP endpoint's loop with an ``AppRunner``
     (pass ``access_log=None``: the ``observe`` middleware already logs each request as JSON).
 
     ``readiness()`` returns ``{check name: None if passing else why it fails}``. ``council``: the
     rooms agents join over ``/v1/escalations/{id}/media`` (None: that route answers 503).
+    ``evidence_service``: evidence and its links (None: those routes answer 503).
     """
     cfg = config or ApiConfig()
     limits = (
@@ -288,5 +297,7 @@ def build_app(
     app[DEPS] = Deps(service, registry, witness_reader, tokens, metrics, readiness, cfg)
     if council is not None:
         app[agent_media.COUNCIL] = council
+    if evidence_service is not None:
+        app[evidence.EVIDENCE] = evidence_service
     _add_routes(app.router)
     return app

@@ -9,8 +9,11 @@ Each participant has two bounded queues of 20 ms frames:
 - output, filled by the room with this participant's mix-minus and drained by the network side.
   A network side that stalls loses the oldest audio, never blocks the room.
 
-Frames cross the room boundary resampled: the network side speaks its own rate (8 kHz for a
-G.711 leg or a mu-law agent), the room mixes at its rate (16 kHz by default).
+Both queues hold frames at the network side's own rate (8 kHz for a G.711 leg or a mu-law
+agent); frames cross the room boundary resampled, when the room takes them and when it delivers
+them. The room mixes at its rate (16 kHz by default) or lower when nobody could hear the
+difference (:meth:`RoomParticipant.tune`, ``Room`` docs): queued input is at the network rate, so
+a change of the mixing rate never meets a frame at the old one.
 """
 
 from __future__ import annotations
@@ -116,24 +119,40 @@ class RoomParticipant:
         self.name = name or participant_id
         self.input = FrameQueue(queue_frames)
         self.output = FrameQueue(queue_frames)
+        self.mix_rate = room_rate
+        """The rate the room mixes at now (:attr:`room_rate` or lower, see :meth:`tune`)."""
         self._up = Resampler(rate, room_rate)
         self._down = Resampler(room_rate, rate)
-        # Same rate both sides (a 16 kHz agent in a 16 kHz room): frames cross as copies, without
-        # going through a pass-through resampler on every 20 ms frame.
+        # Same rate both sides (a 16 kHz agent in a 16 kHz room): frames cross as they are,
+        # without going through a pass-through resampler on every 20 ms frame.
         self._same_rate = rate == room_rate
         self.on_output: Callable[[], None] | None = None
         self.removed: str | None = None
 
+    def tune(self, mix_rate: int) -> None:
+        """The room mixes at ``mix_rate`` from the next tick on (called by the room).
+
+        The resamplers start afresh (their few milliseconds of history were at the old rate);
+        queued frames are at :attr:`rate` and stay valid.
+        """
+        if mix_rate == self.mix_rate:
+            return
+        samples_per_frame(mix_rate)
+        self.mix_rate = mix_rate
+        self._up = Resampler(self.rate, mix_rate)
+        self._down = Resampler(mix_rate, self.rate)
+        self._same_rate = self.rate == mix_rate
+
     # --- network side (frames at self.rate) ------------------------------------------------
 
     def push_input(self, frame: AudioFrame) -> None:
-        """One received 20 ms frame at :attr:`rate`; resampled to the room rate and queued."""
+        """One received 20 ms frame at :attr:`rate`, queued (a copy: the caller keeps its array)."""
         check_frame(frame, self.rate)
-        self.input.push(frame.copy() if self._same_rate else self._up.process(frame))
+        self.input.push(frame.copy())
 
     def _push_decoded(self, frame: AudioFrame) -> None:
         """:meth:`push_input` for a frame this object just decoded (checked, owned: no copy)."""
-        self.input.push(frame if self._same_rate else self._up.process(frame))
+        self.input.push(frame)
 
     def pull_output(self) -> AudioFrame | None:
         """The oldest 20 ms frame of this participant's mix at :attr:`rate`, None when empty."""
@@ -142,11 +161,14 @@ class RoomParticipant:
     # --- room side (frames at self.room_rate) ----------------------------------------------
 
     def pull_input(self) -> AudioFrame | None:
-        """The next input frame at the room rate; None (silence) when the producer is behind."""
-        return self.input.pop()
+        """The next input frame at :attr:`mix_rate`; None (silence) when the producer is behind."""
+        frame = self.input.pop()
+        if frame is None or self._same_rate:
+            return frame
+        return self._up.process_checked(frame)
 
     def deliver(self, frame: AudioFrame) -> None:
-        """This tick's mix-minus at the room rate: resampled to :attr:`rate` and queued."""
+        """This tick's mix-minus at :attr:`mix_rate`: resampled to :attr:`rate` and queued."""
         self.output.push(frame.copy() if self._same_rate else self._down.process(frame))
         if self.on_output is not None:
             self.on_output()

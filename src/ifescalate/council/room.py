@@ -7,6 +7,16 @@ their rights, overlays the announcement for a newly bridged expert, delivers the
 appends the room mix to the recording. Nothing here reads a clock or does I/O other than the
 recording file.
 
+Mixing rate: the room mixes at the lowest rate that loses nothing anyone could hear, the
+second-highest network rate of its participants (capped at :attr:`Room.rate`): the highest
+bandwidth any listener shares with any other speaker. A room of G.711 legs and mu-law agents,
+or of those and a single 16 kHz agent, mixes at 8 kHz: the one wideband participant hears only
+narrowband voices and is heard only by narrowband ears, so a 16 kHz mix would only add two
+resamples per narrowband participant per tick (up on the way in, down on the way out). An
+announcement playing to a participant counts as a speaker at the room rate, and a recorded room
+always mixes at the room rate (the recording is a wideband listener of everyone). The rate is
+chosen again at every join, leave and announcement end.
+
 Events (joined, left, speaking, rights) pile up for the owner, who publishes them to the
 escalation's event stream and the witness (:meth:`Room.pop_events`).
 
@@ -18,7 +28,6 @@ so a chair can be set to coach the expert before the expert's leg is bridged.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +38,7 @@ import numpy as np
 
 from ifescalate.media.frames import FRAME_SECONDS, AudioFrame, check_frame, samples_per_frame
 from ifescalate.media.mixer import Mixer, SpeakingStarted, saturate
+from ifescalate.media.resample import Resampler
 
 from .announcement import default_announcement
 from .errors import CouncilError, DuplicateParticipant, RoomClosed, UnknownParticipant
@@ -112,7 +122,7 @@ class Room:
         self.escalation_id = escalation_id
         self.rate = rate
         self._mixer = Mixer(rate)
-        self._samples = samples_per_frame(rate)
+        self._mix_rate = rate
         self._participants: dict[str, RoomParticipant] = {}
         self._rights: dict[str, Rights] = {}
         self._announcement = tuple(
@@ -120,13 +130,19 @@ class Room:
         )
         for frame in self._announcement:
             check_frame(frame, rate)
-        self._playing: dict[str, deque[AudioFrame]] = {}
+        self._announcement_at: dict[int, tuple[AudioFrame, ...]] = {rate: self._announcement}
+        self._playing: dict[str, int] = {}  # participant -> index of its next announcement frame
         self._recorder = None if record_path is None else WavRecorder(record_path, rate)
         self._events: list[RoomEvent] = []
         self.closed = False
         self.ticks = 0
 
     # --- membership -------------------------------------------------------------------------
+
+    @property
+    def mix_rate(self) -> int:
+        """The rate the room mixes at now (see the module docstring)."""
+        return self._mix_rate
 
     @property
     def participants(self) -> Mapping[str, RoomParticipant]:
@@ -163,9 +179,10 @@ class Room:
             rights=given.to_dict(),
         )
         if participant.role is Role.EXPERT and self._announcement:
-            self._playing[participant.id] = deque(self._announcement)
+            self._playing[participant.id] = 0
             seconds = round(len(self._announcement) * FRAME_SECONDS, 3)
             self._emit(RoomEventType.ANNOUNCEMENT_PLAYED, participant.id, now, seconds=seconds)
+        self._retune()
 
     def leave(
         self, participant_id: str, now: float, reason: str = "left", *, by: str | None = None
@@ -179,6 +196,7 @@ class Room:
         del self._rights[participant_id]
         self._playing.pop(participant_id, None)
         self._resolve_targets()
+        self._retune()
         participant.mark_removed(reason)
         extra = {} if by is None else {"by": by}
         self._emit(RoomEventType.LEFT, participant_id, now, reason=reason, **extra)
@@ -248,6 +266,7 @@ class Room:
         if self._playing:
             for pid, frame in outputs.items():
                 participants[pid].deliver(self._overlay(pid, frame))
+            self._retune()  # an announcement that ended may let the room mix lower
         else:  # the usual tick: no announcement is playing
             for pid, frame in outputs.items():
                 participants[pid].deliver(frame)
@@ -257,20 +276,52 @@ class Room:
         self.ticks += 1
 
     def _overlay(self, participant_id: str, frame: AudioFrame) -> AudioFrame:
-        queue = self._playing.get(participant_id)
-        if not queue:
+        index = self._playing.get(participant_id)
+        if index is None:
             return frame
-        chunk = queue.popleft()
-        if not queue:
+        frames = self._announcement_frames(self._mix_rate)
+        chunk = frames[index]
+        if index + 1 < len(frames):
+            self._playing[participant_id] = index + 1
+        else:
             del self._playing[participant_id]
         mixed = frame.astype(np.int32)
         mixed += chunk
         result: AudioFrame = saturate(mixed).astype(np.int16)
         return result
 
+    def _announcement_frames(self, rate: int) -> tuple[AudioFrame, ...]:
+        """The announcement at ``rate`` (resampled once, as one continuous signal)."""
+        frames = self._announcement_at.get(rate)
+        if frames is None:
+            resampler = Resampler(self.rate, rate)
+            frames = tuple(resampler.process(f) for f in self._announcement)
+            self._announcement_at[rate] = frames
+        return frames
+
+    def _needed_rate(self) -> int:
+        """The mixing rate that loses nothing anyone hears (see the module docstring)."""
+        if self._recorder is not None:
+            return self.rate
+        participants = self._participants
+        rates = sorted((p.rate for p in participants.values()), reverse=True)
+        best = rates[min(1, len(rates) - 1)] if rates else self.rate
+        for pid in self._playing:
+            best = max(best, participants[pid].rate)
+        return min(best, self.rate)
+
+    def _retune(self) -> None:
+        """Mix at :meth:`_needed_rate` from the next tick on; every participant follows."""
+        rate = self._needed_rate()
+        if rate != self._mix_rate:
+            self._mix_rate = rate
+            self._mixer.set_rate(rate)
+        for participant in self._participants.values():
+            participant.tune(rate)
+
     def _room_mix(self, inputs: Mapping[str, AudioFrame | None]) -> AudioFrame:
         """What the room heard: everyone not muted, whispers included (the expert heard them)."""
-        total = np.zeros(self._samples, dtype=np.int32)
+        total = np.zeros(samples_per_frame(self._mix_rate), dtype=np.int32)
         for pid, frame in inputs.items():
             if frame is not None and not self._rights[pid].muted:
                 total += frame

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..council import Council, RoomEvent
 from ..guard import Candidate, Guard, Registry
@@ -54,6 +54,9 @@ from .model import (
 )
 from .signing import sign_invite_headers
 from .store import EscalationStore
+
+if TYPE_CHECKING:
+    from ..evidence.service import EvidenceService
 
 log = logging.getLogger("ifescalate.escalation")
 
@@ -126,6 +129,8 @@ class EscalationServiceImpl:
         self._by_call: dict[str, str] = {}
         self._lookup: DigestLookup | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        #: Evidence links for the expert (Call-Info in the INVITE, MESSAGE after answering).
+        self.evidence: EvidenceService | None = None
         ua.on_info = self._on_info
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -192,6 +197,10 @@ class EscalationServiceImpl:
         self._live[esc_id] = esc
         view = self._view(esc)
         self.store.insert(view, idempotency_key)
+        if self.evidence is not None:
+            # Inline evidence is stored before the ladder starts: the first INVITE links to it.
+            for problem in self.evidence.attach_request(esc_id, request):
+                log.warning(problem, extra={"escalation_id": esc_id})
         await self._record(
             esc,
             "ESCALATION_REQUESTED",
@@ -429,6 +438,7 @@ class EscalationServiceImpl:
             trace_id=esc.machine.trace_id,
             now=self.wall(),
         )
+        headers += self._call_info(esc, ring.expert_id)
         self._recent_calls.setdefault(ring.expert_id, deque()).append(self.clock())
         started = self.clock()
 
@@ -457,6 +467,10 @@ class EscalationServiceImpl:
             # RFC 4733 telephone-events from the expert's leg carry the verdict.
             call.media.on_dtmf = lambda key: self._dtmf(esc, key)
         self._feed(esc, esc.machine.answered(index, self.clock()))
+        if self.evidence is not None:
+            task = asyncio.create_task(self._message_evidence(esc, index, call))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if self.metrics is not None:
             self.metrics.call_started()
         if self.council is not None and call.media is not None:
@@ -468,6 +482,33 @@ class EscalationServiceImpl:
         by = "expert" if reason == "remote-bye" else "system" if reason == "no-ack" else "council"
         if esc.machine.state is EscalationState.CONNECTED:
             self._feed(esc, esc.machine.hangup(by, self.clock()))
+
+    def _call_info(self, esc: _Escalation, expert_id: str) -> builtins.list[tuple[str, str]]:
+        """Links to the evidence, bound to this expert, as RFC 3261 §20.9 Call-Info with
+        ``purpose=info`` ("a URI for information about the caller"): the phone may show them."""
+        if self.evidence is None:
+            return []
+        links = self.evidence.links_for(esc.machine.escalation_id, expert_id)
+        return [("Call-Info", f"<{link.url}>;purpose=info") for link in links]
+
+    async def _message_evidence(self, esc: _Escalation, index: int, call: Call) -> None:
+        """After answering, the links (fresh, bound to the connected expert) in an in-dialog
+        MESSAGE (RFC 3428), so a phone that ignored Call-Info still gets them as text."""
+        assert self.evidence is not None
+        expert_id = esc.machine.ladder[index].expert_id
+        links = self.evidence.links_for(esc.machine.escalation_id, expert_id)
+        if not links:
+            return
+        lines = [f"IF.ESCALATE evidence for escalation {esc.machine.escalation_id}:"]
+        lines += [f"{link.name}: {link.url}" for link in links]
+        body = ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        try:
+            resp = await call.send_message(body, "text/plain;charset=utf-8")
+        except (CallFailed, OSError) as exc:
+            log.warning("evidence MESSAGE not delivered: %s", exc)
+            return
+        if resp.status >= 300:
+            log.warning("evidence MESSAGE refused: %d %s", resp.status, resp.reason)
 
     def _bridge(self, esc: _Escalation, index: int, session: MediaSession) -> None:
         """Join the expert's leg to the council room; BRIDGE_ESTABLISHED once it is in."""

@@ -28,8 +28,10 @@ def current_expert(view: EscalationView) -> str | None:
 def check_escalation(claims: LinkClaims, view: EscalationView) -> None:
     """Raises LinkEscalationEnded or LinkOutOfScope when ``view`` no longer admits the link."""
     if claims.escalation_id != view.id:
-        raise LinkOutOfScope("link is for another escalation")
+        raise LinkOutOfScope("link is for another escalation", claims)
     if view.state is EscalationState.ENDED:
-        raise LinkEscalationEnded("the escalation has ended; its links are dead")
+        raise LinkEscalationEnded("the escalation has ended; its links are dead", claims)
     if claims.expert_id is not None and current_expert(view) != claims.expert_id:
-        raise LinkOutOfScope("link was issued to an expert this escalation is no longer with")
+        raise LinkOutOfScope(
+            "link was issued to an expert this escalation is no longer with", claims
+        )

@@ -72,6 +72,11 @@ class LinkError(Exception):
     status: ClassVar[int] = 403
     code: ClassVar[str] = "refused"
 
+    def __init__(self, message: str, claims: LinkClaims | None = None) -> None:
+        super().__init__(message)
+        #: Set once the signature verified: then (and only then) the claims are facts.
+        self.claims = claims
+
 
 class LinkMalformed(LinkError):
     status = 400
@@ -255,13 +260,14 @@ class LinkSigner:
             raise LinkBadSignature("link signature does not verify")
         claims = _decode(payload)
         if now >= claims.expires:
-            raise LinkExpired(f"link expired {now - claims.expires:.0f} s ago")
+            raise LinkExpired(f"link expired {now - claims.expires:.0f} s ago", claims)
         if claims.scope is not scope:
             raise LinkOutOfScope(
-                f"link grants {claims.scope.name.lower()}, not {scope.name.lower()}"
+                f"link grants {claims.scope.name.lower()}, not {scope.name.lower()}",
+                claims,
             )
         if escalation_id is not None and claims.escalation_id != escalation_id:
-            raise LinkOutOfScope("link is for another escalation")
+            raise LinkOutOfScope("link is for another escalation", claims)
         if evidence_id is not None and claims.evidence_id != evidence_id:
-            raise LinkOutOfScope("link is for other evidence")
+            raise LinkOutOfScope("link is for other evidence", claims)
         return claims

@@ -193,6 +193,12 @@ class Mixer:
         self._get(participant_id).gain = gain
         self._plan = None
 
+    def set_rate(self, rate: int) -> None:
+        """Mix frames at ``rate`` from the next :meth:`mix` on (speaking state is kept)."""
+        self._samples = samples_per_frame(rate)
+        self.rate = rate
+        self._plan = None
+
     def hears(self, listener: str, speaker: str) -> bool:
         """Whether ``listener`` hears ``speaker`` now (rights of both sides)."""
         return not self._get(listener).deaf and self._get(speaker).heard_by(listener)

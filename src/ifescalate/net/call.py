@@ -126,6 +126,13 @@ class Call:
             raise CallFailed(481, "Call/Transaction Does Not Exist")
         return await self.ua._send_in_dialog(self, "INFO", body, content_type)
 
+    async def send_message(self, body: bytes, content_type: str = "text/plain") -> Response:
+        """Send MESSAGE in this dialog (RFC 3428 §4: allowed inside a dialog, routed like any
+        mid-dialog request); return the final response. Raises like :meth:`send_info`."""
+        if self.dialog is None or self.end_reason is not None:
+            raise CallFailed(481, "Call/Transaction Does Not Exist")
+        return await self.ua._send_in_dialog(self, "MESSAGE", body, content_type)
+
 
 class _TwoXXTimer(Timed):
     """The UAS 2xx retransmission (§13.3.1.4) as its own ``Timed``: methods, not a closure.

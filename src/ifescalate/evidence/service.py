@@ -1,0 +1,303 @@
+"""Evidence for the API and the ladder: add, list, issue links, open links, every step witnessed.
+
+Witness entries (IF.witness): ``EVIDENCE_ACCESSED`` with ``action`` ``added`` (the bytes' SHA-256
+enters the chain when they are attached: custody from the start), ``link_issued`` and ``read`` (a
+link opened; ``peer`` is the TCP peer address from the transport, never a header). A refused link
+is a ``SECURITY_REJECTED`` entry with ``layer: "evidence_link"`` and the refusal's code; its
+escalation is named only when our signature vouches for the link (an unverified token's contents
+are the sender's claim, not a fact).
+
+A link's token appears in the witness only as a fingerprint (first 16 hex digits of its SHA-256):
+enough to tie an access to its issuance, useless as a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..escalation.model import (
+    EscalationRequest,
+    EscalationState,
+    EscalationView,
+    UnknownEscalation,
+)
+from ..witness.core import EventType, format_time
+from ..witness.service import Witness
+from .access import check_escalation
+from .links import LinkClaims, LinkError, LinkNotInEscalation, LinkSigner
+from .store import EvidenceError, EvidenceRecord, EvidenceStore
+
+__all__ = ["EscalationClosed", "EvidenceService", "IssuedLink", "UnknownEvidence"]
+
+_ACTOR = "evidence"
+LINK_PATH = "/v1/evidence/"
+
+
+class EscalationLookup(Protocol):
+    def get(self, escalation_id: str) -> EscalationView: ...
+
+
+class UnknownEvidence(KeyError):
+    """No such evidence item on this escalation (API 404)."""
+
+
+class EscalationClosed(RuntimeError):
+    """The escalation has ended: no new evidence, no new links (API 409)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    url: str
+    token: str
+    claims: LinkClaims
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.claims
+        return {
+            "url": self.url,
+            "token": self.token,
+            "name": self.name,
+            "escalation_id": c.escalation_id,
+            "evidence_id": c.evidence_id,
+            "scope": c.scope.name.lower(),
+            "expert_id": c.expert_id,
+            "expires_at": c.expires,
+            "expires": format_time(c.expires),
+        }
+
+
+def fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()[:16]
+
+
+class EvidenceService:
+    """Glue between the store, the link signer, the escalations and the witness."""
+
+    def __init__(
+        self,
+        *,
+        store: EvidenceStore,
+        signer: LinkSigner,
+        escalations: EscalationLookup,
+        witness: Witness,
+        public_url: str,
+        sip_links: int = 4,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.escalations = escalations
+        self.witness = witness
+        self.public_url = public_url.rstrip("/")
+        self.sip_links = sip_links
+        self.wall = wall
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- adding and listing -----------------------------------------------------------------------
+
+    def _open_escalation(self, escalation_id: str) -> EscalationView:
+        view = self.escalations.get(escalation_id)  # raises UnknownEscalation
+        if view.state is EscalationState.ENDED:
+            raise EscalationClosed(f"escalation {escalation_id} has ended")
+        return view
+
+    async def add(
+        self, escalation_id: str, data: bytes, *, name: str, media_type: str, added_by: str
+    ) -> tuple[EvidenceRecord, bool]:
+        view = self._open_escalation(escalation_id)
+        media_type, name = self.store.check(data, media_type, name)
+        digest = await asyncio.to_thread(self.store.write_blob, data)
+        record, created = self.store.attach(
+            escalation_id,
+            digest,
+            name=name,
+            media_type=media_type,
+            size=len(data),
+            added_by=added_by,
+            now=self.wall(),
+        )
+        if created:
+            await self._witness_action(view, record, "added", {"added_by": added_by})
+        return record, created
+
+    def attach_request(self, escalation_id: str, request: EscalationRequest) -> builtins.list[str]:
+        """Stores the evidence posted inline with the escalation (items with content) before the
+        ladder starts, so the first INVITE can already carry links to it. Synchronous on purpose:
+        the inline body is small (the API's body limit) and must be in place before ringing.
+
+        Returns why items were not stored (bad media type, over the limit); they stay listed by
+        name in ESCALATION_REQUESTED, they are just not shared."""
+        problems: builtins.list[str] = []
+        for item in request.evidence:
+            if not item.content:
+                continue
+            try:
+                self.store.add(
+                    escalation_id,
+                    item.content.encode("utf-8"),
+                    name=item.name,
+                    media_type=item.content_type,
+                    added_by=request.requester,
+                    now=self.wall(),
+                )
+            except EvidenceError as exc:
+                problems.append(f"inline evidence {item.name!r} not stored: {exc}")
+        return problems
+
+    def list(self, escalation_id: str) -> list[EvidenceRecord]:
+        self.escalations.get(escalation_id)  # raises UnknownEscalation
+        return self.store.list(escalation_id)
+
+    # -- links ------------------------------------------------------------------------------------
+
+    def url_for(self, token: str) -> str:
+        return f"{self.public_url}{LINK_PATH}{token}"
+
+    def _mint(
+        self, record: EvidenceRecord, *, ttl: float | None, expert_id: str | None
+    ) -> IssuedLink:
+        token, claims = self.signer.mint(
+            escalation_id=record.escalation_id,
+            evidence_id=record.sha256,
+            now=self.wall(),
+            ttl=ttl,
+            expert_id=expert_id,
+        )
+        return IssuedLink(self.url_for(token), token, claims, record.name)
+
+    async def issue(
+        self,
+        escalation_id: str,
+        evidence_id: str,
+        *,
+        ttl: float | None,
+        expert_id: str | None,
+        by: str,
+    ) -> IssuedLink:
+        """A link to one item for the API caller (ValueError for a bad ttl)."""
+        view = self._open_escalation(escalation_id)
+        record = self.store.get(escalation_id, evidence_id)
+        if record is None:
+            raise UnknownEvidence(f"no evidence {evidence_id} in escalation {escalation_id}")
+        link = self._mint(record, ttl=ttl, expert_id=expert_id)
+        await self._witness_action(view, record, "link_issued", self._link_details(link, by))
+        return link
+
+    def links_for(self, escalation_id: str, expert_id: str) -> builtins.list[IssuedLink]:
+        """Links to the escalation's evidence for one expert (SIP delivery), at most
+        ``sip_links`` of them, newest last. Witnessed in the background."""
+        records = self.store.list(escalation_id)[: self.sip_links]
+        links = [self._mint(r, ttl=None, expert_id=expert_id) for r in records]
+        if links:
+            try:
+                view = self.escalations.get(escalation_id)
+            except UnknownEscalation:
+                return links
+            for record, link in zip(records, links, strict=True):
+                details = self._link_details(link, "sip")
+                self._spawn(self._witness_action(view, record, "link_issued", details))
+        return links
+
+    @staticmethod
+    def _link_details(link: IssuedLink, by: str) -> dict[str, Any]:
+        return {
+            "by": by,
+            "expert_id": link.claims.expert_id,
+            "link": fingerprint(link.token),
+            "expires": format_time(link.claims.expires),
+        }
+
+    async def open(self, token: str, *, peer: str | None) -> tuple[EvidenceRecord, bytes]:
+        """The item a link grants, after witnessing the access; LinkError (witnessed as
+        SECURITY_REJECTED) when it does not open."""
+        view: EscalationView | None = None
+        try:
+            claims = self.signer.verify(token, now=self.wall())
+            try:
+                view = self.escalations.get(claims.escalation_id)
+            except UnknownEscalation:
+                raise LinkNotInEscalation("the escalation of this link is unknown") from None
+            check_escalation(claims, view)
+            record = self.store.get(claims.escalation_id, claims.evidence_id)
+            if record is None:
+                raise LinkNotInEscalation(
+                    "this evidence is not part of the link's escalation", claims
+                )
+        except LinkError as exc:
+            if view is None and exc.claims is not None:
+                # Our signature vouches for the escalation the link names: witness under it.
+                with contextlib.suppress(UnknownEscalation):
+                    view = self.escalations.get(exc.claims.escalation_id)
+            await self._witness_refusal(exc, token, peer, view)
+            raise
+        data = await asyncio.to_thread(self.store.read, record)
+        details = {
+            "peer": peer,
+            "expert_id": claims.expert_id,
+            "link": fingerprint(token),
+            "expires": format_time(claims.expires),
+        }
+        await self._witness_action(view, record, "read", details)
+        return record, data
+
+    # -- witness ----------------------------------------------------------------------------------
+
+    async def _witness_action(
+        self, view: EscalationView, record: EvidenceRecord, action: str, extra: dict[str, Any]
+    ) -> None:
+        await self.witness.append(
+            EventType.EVIDENCE_ACCESSED,
+            trace_id=view.trace_id,
+            escalation_id=view.id,
+            actor=_ACTOR,
+            details={
+                "action": action,
+                "evidence_id": record.sha256,
+                "sha256": record.sha256,
+                "name": record.name,
+                "media_type": record.media_type,
+                "size": record.size,
+                **extra,
+            },
+        )
+
+    async def _witness_refusal(
+        self, exc: LinkError, token: str, peer: str | None, view: EscalationView | None
+    ) -> None:
+        await self.witness.append(
+            EventType.SECURITY_REJECTED,
+            trace_id=view.trace_id if view is not None else None,
+            escalation_id=view.id if view is not None else None,
+            actor=_ACTOR,
+            details={
+                "layer": "evidence_link",
+                "reason": exc.code,
+                "status": exc.status,
+                "detail": str(exc),
+                "source": peer,
+                "transport": "http",
+                "link": fingerprint(token),
+            },
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Waits for background witness appends (at shutdown, before the witness closes)."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=5.0)
+
+
+def urls(links: Sequence[IssuedLink]) -> list[str]:
+    return [link.url for link in links]
