@@ -20,7 +20,7 @@ from aiohttp import web
 from .api import ApiConfig, Scope, StoreWitnessReader, TokenStore, build_app
 from .config import ConfigError, Settings
 from .council import Council
-from .escalation.callin import DigestLookup
+from .escalation.callin import DigestLookup, policy_reason
 from .escalation.service import EscalationServiceImpl, EscalationSettings
 from .escalation.store import EscalationStore
 from .evidence.keyfile import load_or_create_link_key
@@ -42,7 +42,8 @@ from .net.tls import TlsOptions, client_context, server_context
 from .net.transport import ListenSpec
 from .net.ua import UaConfig, UserAgent
 from .observability import Metrics
-from .security import AuditEntry, PolicyDecision
+from .security import AuditEntry, ExpertFacts, PolicyDecision
+from .sip.message import Request
 from .witness.core import EventType
 from .witness.keys import load_or_create_signer
 from .witness.service import Witness
@@ -251,7 +252,7 @@ class App:
             make_pipeline(config),
             self.ua,
             experts=lambda name: expert_facts(lookup.expert_for(name)),
-            authorize=lambda expert: PolicyDecision(True),
+            authorize=self._call_in_policy,
             on_audit=self._witness_rejection,
             metrics=self.metrics,
             options=GateOptions(
@@ -260,6 +261,19 @@ class App:
             ),
         )
         self.gate.attach(self.endpoint)
+        assert self.service is not None
+        self.service.policy_decided_by_gate()
+
+    def _call_in_policy(self, expert: ExpertFacts, request: Request) -> PolicyDecision:
+        """Layer 6 for a call-in: IF.guard's decision now for the escalation the INVITE would join
+        (other challenged requests, MESSAGE, join nothing and pass)."""
+        if request.method != "INVITE" or self.service is None:
+            return PolicyDecision(True)
+        wanted = request.headers.get("X-IF-Escalation-ID")
+        decision = self.service.call_in_decision(expert.expert_id, wanted)
+        if decision is None or decision.permit:
+            return PolicyDecision(True)
+        return PolicyDecision(False, policy_reason(decision), decision.policy_ids)
 
     def _witness_rejection(self, entry: AuditEntry) -> None:
         if self.witness is None:

@@ -21,6 +21,7 @@ from ifescalate.security import (
     PolicyDecision,
     PolicyLayer,
     Reject,
+    RejectionAggregator,
     RequestFacts,
     SecurityConfig,
     TlsFacts,
@@ -32,6 +33,7 @@ from ifescalate.security import (
     strip_if_headers,
 )
 from ifescalate.security.facts import parse_networks
+from ifescalate.security.layers import policy_label
 from ifescalate.sip.digest import AuthReason, AuthResult
 from ifescalate.sip.message import Headers
 
@@ -230,6 +232,28 @@ def test_policy_reason_becomes_a_safe_reason_phrase() -> None:
     assert d.reason_phrase == "Forbidden"
     long = layer.decide(PolicyDecision(False, "x" * 500))
     assert isinstance(long, Reject) and len(long.reason_phrase) < 120
+
+
+def test_policy_denial_is_labelled_by_its_deciding_policy() -> None:
+    d = PolicyLayer().decide(
+        PolicyDecision(False, "expert-not-suspended", ("expert-not-suspended", "org-approved"))
+    )
+    assert d == Reject(
+        403,
+        "Forbidden - expert-not-suspended",
+        Layer.POLICY,
+        "expert_not_suspended",
+        policy_ids=("expert-not-suspended", "org-approved"),
+    )
+    # Ids that cannot become a label fall through to the next, then to the generic label.
+    assert policy_label(("42", "Within Window!")) == "within_window"
+    assert policy_label(("--",)) == "policy_denied"
+    audit = RejectionAggregator(60.0)
+    (entry,) = audit.add(d, "198.51.100.9", T0)
+    assert entry.details()["policy_ids"] == ["expert-not-suspended", "org-approved"]
+    other = Reject(403, "Forbidden", Layer.DIGEST, "locked_out")
+    (plain,) = audit.add(other, "198.51.100.9", T0)
+    assert "policy_ids" not in plain.details()  # other layers keep their exact shape
 
 
 # -- header hygiene ------------------------------------------------------------------------------

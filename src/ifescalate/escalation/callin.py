@@ -12,8 +12,14 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..guard import Expert, Registry
-from ..security.layers import CLIENT_CERT_MISMATCH, CLIENT_CERT_REQUIRED, cert_pinned
+from ..guard import Decision, Expert, Registry
+from ..security.layers import (
+    CLIENT_CERT_MISMATCH,
+    CLIENT_CERT_REQUIRED,
+    cert_pinned,
+    policy_label,
+    reason_phrase_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,27 @@ class CallInRejection:
     detail: str
 
 
+def policy_reason(decision: Decision) -> str:
+    """The reason phrase text of a denial: IF.guard's reasons are its deciding policies' ids."""
+    if decision.policy_ids:
+        return ", ".join(decision.policy_ids)
+    return "policy evaluation failed" if decision.errors else "no policy permits"
+
+
+def policy_rejection(decision: Decision | None) -> CallInRejection | None:
+    """Layer 6 on the call-in path without the gate: 403 with the policy's reason, or None."""
+    if decision is None or decision.permit:
+        return None
+    reason = reason_phrase_text(policy_reason(decision))
+    return CallInRejection(
+        403,
+        f"Forbidden - {reason}",
+        "policy",
+        policy_label(decision.policy_ids),
+        ", ".join(decision.policy_ids),
+    )
+
+
 def digest_lookup(registry: Registry) -> DigestLookup:
     return DigestLookup(registry)
 
@@ -34,8 +61,12 @@ def digest_lookup(registry: Registry) -> DigestLookup:
 class DigestLookup:
     """``(username, realm, algorithm) -> HA1`` over the registry's stored hashes (never plaintext)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, include_suspended: bool = False) -> None:
         self.registry = registry
+        #: With the security gate, a suspended expert's right password passes digest and layer
+        #: 6 refuses them with the policy's reason (403), instead of a 401 that looks like a
+        #: wrong password and feeds the lockout.
+        self.include_suspended = include_suspended
 
     def expert_for(self, username: str) -> Expert | None:
         for expert in self.registry.list():
@@ -45,7 +76,9 @@ class DigestLookup:
 
     def __call__(self, username: str, realm: str, algorithm: str) -> str | None:
         expert = self.expert_for(username)
-        if expert is None or expert.digest is None or expert.suspended:
+        if expert is None or expert.digest is None:
+            return None
+        if expert.suspended and not self.include_suspended:
             return None
         if expert.digest.realm != realm:
             return None

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..council import Council, RoomEvent
-from ..guard import Candidate, Guard, Registry
+from ..guard import Candidate, ExpertNotFound, Guard, Registry
+from ..guard import Decision as GuardDecision
 from ..net.rtp import MediaSession
 from ..net.ua import Call, CallFailed, IncomingCall, UserAgent
 from ..witness.core import EventType, Signer
@@ -31,6 +32,7 @@ from .callin import (
     DigestLookup,
     cert_rejection,
     choose_escalation,
+    policy_rejection,
     source_allowed,
 )
 from .machine import (
@@ -128,6 +130,9 @@ class EscalationServiceImpl:
         self._recent_calls: dict[str, deque[float]] = {}
         self._by_call: dict[str, str] = {}
         self._lookup: DigestLookup | None = None
+        #: True once the security gate asks layer 6 (``call_in_decision``) before the call
+        #: arrives here; else the call-in path asks it itself.
+        self.policy_in_gate = False
         self._background: set[asyncio.Task[Any]] = set()
         #: Evidence links for the expert (Call-Info in the INVITE, MESSAGE after answering).
         self.evidence: EvidenceService | None = None
@@ -561,13 +566,8 @@ class EscalationServiceImpl:
         if cert_refusal is not None:
             self._refuse(incoming, cert_refusal, expert.id)
             return
-        offered = [
-            (esc_id, e.machine.ladder[e.machine.current_index].expert_id)
-            for esc_id, e in self._live.items()
-            if e.machine.state is EscalationState.RINGING and e.machine.current_index is not None
-        ]
         wanted = incoming.request.headers.get("X-IF-Escalation-ID")
-        esc_id = choose_escalation(expert.id, offered, wanted)
+        esc_id = self._pending_for(expert.id, wanted)
         if esc_id is None:
             rejection = CallInRejection(
                 404,
@@ -578,6 +578,12 @@ class EscalationServiceImpl:
             )
             self._refuse(incoming, rejection, expert.id)
             return
+        if not self.policy_in_gate:
+            # Without the security gate, layer 6 is asked here (the gate asks it before this).
+            denied = policy_rejection(self.call_in_decision(expert.id, esc_id))
+            if denied is not None:
+                self._refuse(incoming, denied, expert.id)
+                return
         esc = self._live[esc_id]
         index = esc.machine.current_index
         assert index is not None
@@ -586,6 +592,51 @@ class EscalationServiceImpl:
             ring.cancel()  # our own INVITE to them is CANCELled; their call replaces it
         incoming.answer()
         esc.rings[index] = asyncio.create_task(self._connected(esc, index, call))
+
+    def policy_decided_by_gate(self) -> None:
+        """The security gate asks :meth:`call_in_decision` (layer 6) before a call-in reaches
+        :meth:`_on_incoming`: do not ask twice, and let suspended experts pass digest so the
+        policy refuses them by name (``DigestLookup.include_suspended``)."""
+        self.policy_in_gate = True
+        if self._lookup is not None:
+            self._lookup.include_suspended = True
+
+    def _pending_for(self, expert_id: str, wanted: str | None) -> str | None:
+        """The escalation a call-in by ``expert_id`` joins: one whose ladder rings them now."""
+        offered = [
+            (esc_id, e.machine.ladder[e.machine.current_index].expert_id)
+            for esc_id, e in self._live.items()
+            if e.machine.state is EscalationState.RINGING and e.machine.current_index is not None
+        ]
+        return choose_escalation(expert_id, offered, wanted)
+
+    def call_in_decision(self, expert_id: str, wanted: str | None) -> GuardDecision | None:
+        """IF.guard's decision *now* for ``expert_id`` calling in to the escalation they would
+        join (``wanted``: the caller's X-IF-Escalation-ID selector). The ladder was decided when
+        the escalation began; since then the expert may have been suspended, left their
+        availability window or lost their organisation's approval. The same ``Guard.decide``
+        and load as at ladder time. None: no escalation rings them (the call-in answers 404)."""
+        esc_id = self._pending_for(expert_id, wanted)
+        if esc_id is None:
+            return None
+        try:
+            expert = self.guard.registry.get(expert_id)
+        except ExpertNotFound:
+            return None
+        req = self._live[esc_id].request
+        started = time.perf_counter()
+        decision = self.guard.decide(
+            expert,
+            req.hazard,
+            req.sensitivity,
+            datetime.now(UTC),
+            self._load(),
+            escalation_id=esc_id,
+        )
+        if self.metrics is not None:
+            elapsed = time.perf_counter() - started
+            self.metrics.guard_decision("permit" if decision.permit else "deny", elapsed)
+        return decision
 
     def _refuse(
         self, incoming: IncomingCall, rejection: CallInRejection, expert_id: str | None = None

@@ -73,7 +73,9 @@ log = logging.getLogger("ifescalate.security")
 CHALLENGED_METHODS = frozenset({"INVITE", "MESSAGE"})
 
 ExpertResolver = Callable[[str], ExpertFacts | None]
-Authorizer = Callable[[ExpertFacts], PolicyDecision]
+#: Layer 6: IF.guard's decision for the authenticated expert and the request they sent (a
+#: call-in names the escalation it joins); called only once layers 1-5 let the request in.
+Authorizer = Callable[[ExpertFacts, Request], PolicyDecision]
 AuditSink = Callable[[AuditEntry], None]
 
 T = TypeVar("T")
@@ -283,7 +285,9 @@ class SecurityGate:
         if isinstance(decision, Reject) or not self._needs_identity(req, facts):
             return decision, None
         auth = await self._authenticate(req, now)
-        decision = await self.pipeline.check_identity(facts, auth, now, self.authorize)
+        authorize = self.authorize
+        policy = None if authorize is None else (lambda expert: authorize(expert, req))
+        decision = await self.pipeline.check_identity(facts, auth, now, policy)
         return decision, auth.username if isinstance(decision, Allow) else None
 
     async def _authenticate(self, req: Request, now: float) -> AuthFacts:

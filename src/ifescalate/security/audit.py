@@ -39,10 +39,13 @@ class AuditEntry:
     window_start: float
     window_end: float
     summary: bool
+    policy_ids: tuple[str, ...] = ()
 
     def details(self) -> dict[str, Any]:
-        """The ``details`` of the witness event (JSON-ready)."""
-        return {
+        """The ``details`` of the witness event (JSON-ready); ``policy_ids`` only for the policy
+        layer, so every other entry keeps its exact shape."""
+        extra: dict[str, Any] = {"policy_ids": list(self.policy_ids)} if self.policy_ids else {}
+        return extra | {
             "layer": self.layer,
             "reason": self.reason,
             "status": self.status,
@@ -58,12 +61,13 @@ class AuditEntry:
 
 
 class _Group:
-    __slots__ = ("count", "first_at", "last_at", "opened_at", "phrase", "status")
+    __slots__ = ("count", "first_at", "last_at", "opened_at", "phrase", "policy_ids", "status")
 
     def __init__(self, rejection: Reject, now: float) -> None:
         self.opened_at = now
         self.status = rejection.status
         self.phrase = rejection.reason_phrase
+        self.policy_ids = rejection.policy_ids
         self.count = 0  # rejections after the first
         self.first_at = now
         self.last_at = now
@@ -161,4 +165,5 @@ class RejectionAggregator:
             window_start=group.opened_at,
             window_end=group.opened_at + self.window,
             summary=summary,
+            policy_ids=group.policy_ids,
         )

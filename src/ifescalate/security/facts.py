@@ -221,7 +221,8 @@ class Reject:
     """Refuse with ``status reason_phrase``; ``layer`` and ``reason_label`` are stable metric
     labels. ``headers`` go into the response (Retry-After). ``challenge`` asks the caller to add
     fresh digest challenges (a 401); ``audit`` is False for the ordinary first challenge, which is
-    neither an attack nor worth a witness entry."""
+    neither an attack nor worth a witness entry. ``policy_ids`` are IF.guard's deciding policies
+    of a policy-layer refusal (witnessed with it)."""
 
     status: int
     reason_phrase: str
@@ -230,6 +231,7 @@ class Reject:
     headers: tuple[tuple[str, str], ...] = ()
     challenge: Challenge | None = None
     audit: bool = True
+    policy_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 400 <= self.status <= 699:

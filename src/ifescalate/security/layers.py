@@ -410,8 +410,19 @@ def reason_phrase_text(text: str, limit: int = 96) -> str:
     return " ".join(_PHRASE_JUNK.sub(" ", text).split())[:limit].rstrip()
 
 
+def policy_label(policy_ids: tuple[str, ...]) -> str:
+    """The metric label of a denial: its first deciding policy's ``@id`` in label characters
+    ("expert-not-suspended" -> "expert_not_suspended"), bounded by the size of the policy set;
+    ``policy_denied`` when no policy named itself (default deny, evaluation errors)."""
+    for pid in policy_ids:
+        label = re.sub(r"[^a-z0-9]+", "_", pid.lower()).strip("_")[:63]
+        if label and label[0].isalpha():
+            return label
+    return "policy_denied"
+
+
 class PolicyLayer:
-    """IF.guard's decision: 403 with the policy's reason."""
+    """IF.guard's decision: 403 with the policy's reason, labelled by the deciding policy."""
 
     layer = Layer.POLICY
 
@@ -420,4 +431,10 @@ class PolicyLayer:
             return ALLOW
         reason = reason_phrase_text(decision.reason)
         phrase = f"Forbidden - {reason}" if reason else "Forbidden"
-        return Reject(403, phrase, Layer.POLICY, "policy_denied")
+        return Reject(
+            403,
+            phrase,
+            Layer.POLICY,
+            policy_label(decision.policy_ids),
+            policy_ids=decision.policy_ids,
+        )
