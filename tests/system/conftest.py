@@ -118,7 +118,9 @@ class Service:
         *,
         start_timeout: float = 30.0,
         tokens: dict[str, str] | None = None,
+        listen: Sequence[str] = (f"udp:{HOST}:0",),
     ) -> None:
+        self.listen = tuple(listen)
         self.data_dir = data_dir
         self.config = config
         self.start_timeout = start_timeout
@@ -138,8 +140,7 @@ class Service:
             "serve",
             "--data-dir",
             str(self.data_dir),
-            "--listen",
-            f"udp:{HOST}:0",
+            *[arg for spec in self.listen for arg in ("--listen", spec)],
             "--api",
             f"{HOST}:0",
             "--config",

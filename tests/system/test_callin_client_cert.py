@@ -1,0 +1,243 @@
+"""An expert pinned to a TLS client certificate calls in through `openssl s_client` (a real TLS peer).
+
+`serve` listens on TLS with `sip.tls_client_ca` (a test CA); the registry pins erin to her certificate
+by SHA-256. Over real TLS sessions: no client certificate -> 403 Client Certificate Required, a
+certificate from the same CA that is not erin's -> 403 Client Certificate Mismatch (both after a
+correct digest answer, so the certificate is what is refused), a certificate from no trusted CA ->
+the handshake itself fails, and erin's own -> 200, she joins the escalation. Each refusal is a
+SECURITY_REJECTED witness entry and a metric with its own label.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ifescalate.sip.digest import DigestClient, ha1
+from ifescalate.sip.message import Response, parse_message
+from tests.peers import PeerError
+from tests.peers.openssl_client import OpenSslClient
+from tests.peers.tls import cert_sha256, dev_tls_cert, issue_client_cert, make_ca
+
+from .conftest import HOST, Service, assert_chain_ok
+
+REALM = "ifescalate"
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+class SipOverTls:
+    """INVITE / ACK / BYE written by hand over one `OpenSslClient` connection."""
+
+    def __init__(self, conn: OpenSslClient, port: int) -> None:
+        self.conn = conn
+        self.uri = f"sip:ifescalate@{HOST}:{port};transport=tls"
+        self.call_id = os.urandom(8).hex()
+        self.from_tag = os.urandom(4).hex()
+        self.cseq = 0
+
+    def _send(self, method: str, *, uri: str | None = None, to_tag: str = "", branch: str = "",
+              extra: tuple[str, ...] = (), body: bytes = b"") -> str:  # fmt: skip
+        branch = branch or "z9hG4bK" + os.urandom(8).hex()
+        lines = [
+            f"{method} {uri or self.uri} SIP/2.0",
+            f"Via: SIP/2.0/TLS 127.0.0.1:5999;branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:erin@{HOST}>;tag={self.from_tag}",
+            f"To: <sip:ifescalate@{HOST}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} {method}",
+            f"Contact: <sip:erin@{HOST}:5999;transport=tls>",
+            *extra,
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        self.conn.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return branch
+
+    def final(self, timeout: float = 10.0) -> Response | None:
+        while (raw := self.conn.recv(timeout)) is not None:
+            msg = parse_message(raw)
+            if isinstance(msg, Response) and msg.status >= 200:
+                return msg
+        return None
+
+    def invite(self, user: str, password: str, *extra: str) -> Response | None:
+        """INVITE, answer the 401 with digest, return the final answer to the second INVITE."""
+        self.cseq += 1
+        branch = self._send("INVITE", extra=extra, body=SDP)
+        first = self.final()
+        if first is None or first.status != 401:
+            return first
+        self._ack_error(first, branch)
+        creds = DigestClient(user, password).answer(
+            first.headers.get_lines("WWW-Authenticate"), "INVITE", self.uri, body=SDP
+        )
+        self.cseq += 1
+        branch = self._send("INVITE", extra=(*extra, f"Authorization: {creds}"), body=SDP)
+        answer = self.final()
+        if answer is not None and answer.status >= 300:
+            self._ack_error(answer, branch)
+        return answer
+
+    def _ack_error(self, resp: Response, branch: str) -> None:
+        # §17.1.1.3: the ACK of a non-2xx answer belongs to the INVITE's transaction (same branch).
+        self._send("ACK", to_tag=_to_tag(resp), branch=branch)
+
+    def ack_and_bye(self, ok: Response) -> Response | None:
+        contact = re.search(r"<([^>]+)>", ok.headers.get("Contact") or "")
+        assert contact is not None, ok
+        self._send("ACK", uri=contact.group(1), to_tag=_to_tag(ok))
+        self.cseq += 1
+        self._send("BYE", uri=contact.group(1), to_tag=_to_tag(ok))
+        return self.final()
+
+
+def _to_tag(resp: Response) -> str:
+    m = re.search(r"tag=([^;>\s]+)", resp.headers.get("To") or "")
+    return m.group(1) if m else ""
+
+
+@pytest.fixture(params=["gate", "service"])
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, dev_cert: tuple[Path, Path]
+) -> Iterator[tuple[Service, Path]]:
+    """serve with the security gate in front (the default), or with it switched off so the
+    call-in path's own check (escalation.callin.cert_rejection) is what refuses."""
+    certs = tmp_path / "certs"
+    ca = make_ca(certs)
+    erin = issue_client_cert(ca, certs, "erin")
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # rings forever, never answers
+    silent.bind((HOST, 0))
+    registry = tmp_path / "experts.yaml"
+    registry.write_text(
+        yaml.safe_dump(
+            {
+                "experts": [
+                    {
+                        "id": "erin",
+                        "name": "Erin Example",
+                        "sip_uri": f"sip:erin@{HOST}:{silent.getsockname()[1]}",
+                        "org": "example-lab",
+                        "networks": ["127.0.0.0/8"],
+                        "specializations": ["safety"],
+                        "availability": ["always"],
+                        "calls_per_minute": 100,
+                        "digest": {
+                            "username": "erin",
+                            "realm": REALM,
+                            "ha1_sha256": ha1("erin", REALM, "erin-secret", "SHA-256"),
+                        },
+                        "cert_fingerprints": [cert_sha256(erin[0])],
+                    }
+                ]
+            }
+        )
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "experts_file": str(registry),
+                "escalation": {"ring_timeout": 60, "deadline": 120},
+                "media": {"enabled": False},
+                "security": {"enabled": request.param == "gate"},
+                "sip": {
+                    "tls_cert": str(dev_cert[0]),
+                    "tls_key": str(dev_cert[1]),
+                    "tls_client_ca": str(ca[0]),
+                },
+            }
+        )
+    )
+    svc = Service(tmp_path / "data", config, listen=[f"udp:{HOST}:0", f"tls:{HOST}:0"])
+    with svc:
+        yield svc, certs
+    silent.close()
+    assert_chain_ok(tmp_path / "data")
+
+
+def _tls_port(svc: Service) -> int:
+    m = re.search(r"^listening on tls:\S+:(\d+)$", svc.output(), re.MULTILINE)
+    assert m is not None, svc.output()
+    return int(m.group(1))
+
+
+def _metrics(svc: Service) -> str:
+    req = urllib.request.Request(
+        svc.api_url + "/metrics", headers={"Authorization": f"Bearer {svc.tokens['auditor']}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def test_pinned_expert_calls_in_only_with_her_certificate(
+    setup: tuple[Service, Path], tmp_path: Path
+) -> None:
+    svc, certs = setup
+    port = _tls_port(svc)
+    esc = svc.escalate()
+    svc.wait_state(esc["id"], "ringing")
+    selector = f"X-IF-Escalation-ID: {esc['id']}"
+
+    with OpenSslClient((HOST, port)) as conn:
+        resp = SipOverTls(conn, port).invite("erin", "erin-secret", selector)
+    assert resp is not None and (resp.status, resp.reason) == (
+        403,
+        "Forbidden - Client Certificate Required",
+    ), conn.log()
+
+    # Same CA, so the handshake passes; the certificate is simply not erin's.
+    mallory = issue_client_cert(
+        (certs / "test-ca-cert.pem", certs / "test-ca-key.pem"), certs, "mallory"
+    )
+    with OpenSslClient((HOST, port), cert=mallory[0], key=mallory[1]) as conn:
+        resp = SipOverTls(conn, port).invite("erin", "erin-secret", selector)
+    assert resp is not None and (resp.status, resp.reason) == (
+        403,
+        "Forbidden - Client Certificate Mismatch",
+    ), conn.log()
+
+    # A certificate no trusted CA signed never gets a TLS session, let alone a SIP answer.
+    stranger = dev_tls_cert(tmp_path / "stranger", common_name="erin", stem="stranger")
+    with OpenSslClient((HOST, port), cert=stranger[0], key=stranger[1]) as conn:
+        try:
+            refused = SipOverTls(conn, port).invite("erin", "erin-secret", selector)
+        except PeerError:  # s_client already gone: the write hit a closed pipe
+            refused = None
+        assert refused is None
+        assert conn.wait_closed(5.0)
+        # TLS 1.3: the client finishes first, then the server drops the unverifiable session.
+        assert re.search(r"alert|unexpected eof|errno=104", conn.log(), re.I), conn.log()
+    assert svc.escalation(esc["id"])["state"] == "ringing"
+
+    erin = (certs / "erin-cert.pem", certs / "erin-key.pem")
+    with OpenSslClient((HOST, port), cert=erin[0], key=erin[1]) as conn:
+        dialog = SipOverTls(conn, port)
+        ok = dialog.invite("erin", "erin-secret", selector)
+        assert ok is not None and ok.status == 200, (ok, conn.log())
+        view = svc.wait_state(esc["id"], "connected")
+        assert view["connected_expert"] == "erin"
+        bye = dialog.ack_and_bye(ok)
+        assert bye is not None and bye.status == 200
+    view = svc.wait_state(esc["id"], "ended")
+    assert view["outcome"] == "completed"
+
+    _, page = svc.request("GET", "/v1/witness?limit=1000", role="auditor")
+    rejected = [e["details"] for e in page["events"] if e["type"] == "SECURITY_REJECTED"]
+    reasons = {(d["layer"], d["reason"]) for d in rejected}
+    assert ("transport", "client_cert_required") in reasons, rejected
+    assert ("transport", "client_cert_mismatch") in reasons, rejected
+    metrics = _metrics(svc)
+    for label in ("client_cert_required", "client_cert_mismatch"):
+        assert f'security_rejections_total{{layer="transport",reason="{label}"}} 1' in metrics
