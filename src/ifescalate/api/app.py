@@ -253,7 +253,9 @@ def _add_routes(router: web.UrlDispatcher) -> None:
     get("/v1/escalations/{id}/media", agent_media.agent_media)
     router.add_post("/v1/escalations/{id}/evidence", evidence.add_evidence)
     get("/v1/escalations/{id}/evidence", evidence.list_evidence)
-    router.add_post("/v1/escalations/{id}/evidence/{eid}/links", evidence.create_link)
+    # {eid:[^/]+}: any segment reaches the handler (and its auth check), which answers 404
+    # for a string that is not one of the escalation's evidence ids.
+    router.add_post("/v1/escalations/{id}/evidence/{eid:[^/]+}/links", evidence.create_link)
     get("/v1/evidence/{token}", evidence.open_link)
     get("/v1/experts", experts.list_experts)
     router.add_post("/v1/experts", experts.create_expert)

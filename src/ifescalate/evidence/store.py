@@ -225,7 +225,7 @@ class EvidenceStore:
     def list(self, escalation_id: str) -> list[EvidenceRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM evidence_items WHERE escalation_id = ? ORDER BY created_at, sha256",
+                "SELECT * FROM evidence_items WHERE escalation_id = ? ORDER BY rowid",
                 (escalation_id,),
             ).fetchall()
         return [EvidenceRecord(*row) for row in rows]

@@ -1,0 +1,257 @@
+"""Evidence endpoints over a loopback socket: the real app, EvidenceService, store, link signer and
+Witness (SQLite); the escalation service is the API tests' in-memory one (a collaborator). The
+link clock is virtual, so expiry is exact and instant."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import test_utils
+from tests.unit.test_api_support import FakeService, Readiness
+
+from ifescalate.api import Scope, StoreWitnessReader, TokenStore, build_app
+from ifescalate.escalation.model import EscalationRequest, EscalationState
+from ifescalate.evidence.links import LinkSigner
+from ifescalate.evidence.service import EvidenceService
+from ifescalate.evidence.store import EvidenceStore
+from ifescalate.guard import SqliteRegistry
+from ifescalate.observability import Metrics
+from ifescalate.witness import SqliteStore, Witness, load_or_create_signer
+
+MAX = 4096
+
+
+@dataclass
+class Env:
+    client: test_utils.TestClient[Any, Any]
+    service: FakeService
+    witness: Witness
+    token: dict[str, str]
+    now: list[float]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token[who]}"}
+
+    async def escalation(self, requester: str = "agent-a") -> str:
+        view = await self.service.create(EscalationRequest("safety", "q?", requester))
+        return view.id
+
+    async def witnessed(self) -> list[tuple[str, dict[str, Any]]]:
+        events = await StoreWitnessReader.of(self.witness).events(
+            trace_id=None, escalation_id=None, after=0, limit=1000
+        )
+        return [(e.type.value, dict(e.details)) for e in events]
+
+
+@asynccontextmanager
+async def running(tmp_path: Path) -> AsyncIterator[Env]:
+    tokens = TokenStore(tmp_path / "tokens.db")
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    witness = Witness(
+        SqliteStore(tmp_path / "witness.sqlite3"), load_or_create_signer(tmp_path / "keys")
+    )
+    await witness.start()
+    token = {
+        "council": tokens.create("agent-a", [Scope.COUNCIL]),
+        "council2": tokens.create("agent-b", [Scope.COUNCIL]),
+        "operator": tokens.create("ops", [Scope.OPERATOR]),
+        "auditor": tokens.create("audit", [Scope.AUDITOR]),
+    }
+    now = [1_800_000_000.0]
+    service = FakeService()
+    evidence = EvidenceService(
+        store=EvidenceStore(tmp_path / "evidence", tmp_path / "evidence.db", max_bytes=MAX),
+        signer=LinkSigner(bytes(32), default_ttl=60, max_ttl=600),
+        escalations=service,
+        witness=witness,
+        public_url="https://escalate.example.org/",
+        wall=lambda: now[0],
+    )
+    app = build_app(
+        service=service,
+        registry=registry,
+        witness_reader=StoreWitnessReader.of(witness),
+        tokens=tokens,
+        metrics=Metrics(),
+        readiness=Readiness(),
+        evidence_service=evidence,
+    )
+    try:
+        async with test_utils.TestClient(test_utils.TestServer(app, host="127.0.0.1")) as client:
+            yield Env(client, service, witness, token, now)
+    finally:
+        await witness.close()
+        evidence.store.close()
+        registry.close()
+        tokens.close()
+
+
+def run(tmp_path: Path, test: Any) -> None:
+    async def body() -> None:
+        async with running(tmp_path) as env:
+            await test(env)
+
+    asyncio.run(body())
+
+
+def test_upload_raw_and_json_content_addressed(tmp_path: Path) -> None:
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        url = f"/v1/escalations/{esc}/evidence"
+        raw = bytes(range(256)) * 4
+        resp = await env.client.post(
+            url + "?name=dump.bin",
+            data=raw,
+            headers={**env.auth("council"), "Content-Type": "Application/Octet-Stream"},
+        )
+        assert resp.status == 201, await resp.text()
+        item = await resp.json()
+        assert item["id"] == hashlib.sha256(raw).hexdigest()
+        assert (item["name"], item["media_type"], item["size"]) == (
+            "dump.bin",
+            "application/octet-stream",
+            1024,
+        )
+        assert resp.headers["Location"] == f"{url}/{item['id']}"
+        # The same bytes as base64 JSON from the operator: the existing item, 200.
+        again = await env.client.post(
+            url,
+            json={"name": "x", "content": base64.b64encode(raw).decode(), "encoding": "base64"},
+            headers=env.auth("operator"),
+        )
+        assert again.status == 200 and (await again.json())["id"] == item["id"]
+        text = await env.client.post(
+            url, json={"name": "note", "content": "héllo"}, headers=env.auth("council")
+        )
+        assert text.status == 201
+        assert (await text.json())["media_type"] == "text/plain; charset=utf-8"
+        listed = await env.client.get(url, headers=env.auth("auditor"))
+        assert [e["name"] for e in (await listed.json())["evidence"]] == ["dump.bin", "note"]
+        # Another council agent's escalation does not exist for this token.
+        other = await env.client.get(url, headers=env.auth("council2"))
+        assert other.status == 404
+        added = [d for t, d in await env.witnessed() if d.get("action") == "added"]
+        assert [d["sha256"] for d in added] == [
+            item["id"],
+            hashlib.sha256("héllo".encode()).hexdigest(),
+        ]
+
+    run(tmp_path, test)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"content": "x"}, "name"),
+        ({"name": "n", "content": "x", "media_type": "text"}, "media_type"),
+        ({"name": "n", "content": "%%%", "encoding": "base64"}, "content"),
+        ({"name": "n", "content": "x", "encoding": "utf-16"}, "encoding"),
+        ({"name": "n", "content": "x", "sensitivity": 3}, "sensitivity"),
+        ({"name": "", "content": "x"}, "name"),
+    ],
+)
+def test_bad_uploads_are_422_naming_the_field(
+    tmp_path: Path, body: dict[str, Any], field: str
+) -> None:
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        resp = await env.client.post(
+            f"/v1/escalations/{esc}/evidence", json=body, headers=env.auth("council")
+        )
+        assert resp.status == 422
+        assert field in (await resp.json())["errors"]
+
+    run(tmp_path, test)
+
+
+def test_over_the_limit_is_413_with_or_without_content_length(tmp_path: Path) -> None:
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        url = f"/v1/escalations/{esc}/evidence"
+        headers = {**env.auth("council"), "Content-Type": "text/plain"}
+        exact = await env.client.post(url, data=b"a" * MAX, headers=headers)
+        assert exact.status == 201
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(5):
+                yield b"b" * 1000
+
+        for data in (b"a" * (MAX + 1), chunks()):
+            resp = await env.client.post(url, data=data, headers=headers)
+            assert resp.status == 413
+            assert "limit is 4096" in (await resp.json())["error"]
+        unknown = await env.client.post("/v1/escalations/nope/evidence", data=b"x", headers=headers)
+        assert unknown.status == 404
+
+    run(tmp_path, test)
+
+
+def test_links_open_expire_and_die_with_the_escalation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "ifescalate.api")
+
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        added = await env.client.post(
+            f"/v1/escalations/{esc}/evidence",
+            data=b"<script>alert(1)</script>",
+            headers={**env.auth("council"), "Content-Type": "text/html"},
+        )
+        eid = (await added.json())["id"]
+        links = f"/v1/escalations/{esc}/evidence/{eid}/links"
+        assert (
+            await env.client.post(links, json={"ttl": 601}, headers=env.auth("council"))
+        ).status == 422
+        assert (
+            await env.client.post(links, json={"tll": 5}, headers=env.auth("council"))
+        ).status == 422
+        missing = f"/v1/escalations/{esc}/evidence/{'0' * 64}/links"
+        assert (await env.client.post(missing, headers=env.auth("council"))).status == 404
+        resp = await env.client.post(links, headers=env.auth("council"))
+        assert resp.status == 201
+        link = await resp.json()
+        assert link["expires_at"] == int(env.now[0]) + 60
+        assert link["url"] == f"https://escalate.example.org/v1/evidence/{link['token']}"
+        path = f"/v1/evidence/{link['token']}"
+        got = await env.client.get(path)
+        assert got.status == 200
+        assert await got.read() == b"<script>alert(1)</script>"
+        assert got.headers["Content-Type"] == "text/html"
+        assert got.headers["Cache-Control"] == "no-store"
+        assert got.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+        env.now[0] = link["expires_at"] - 0.001
+        assert (await env.client.get(path)).status == 200
+        env.now[0] = link["expires_at"]
+        expired = await env.client.get(path)
+        assert expired.status == 410
+        assert (await expired.json())["reason"] == "expired"
+        env.now[0] -= 30
+        env.service.views[esc] = replace(env.service.views[esc], state=EscalationState.ENDED)
+        ended = await env.client.get(path)
+        assert (ended.status, (await ended.json())["reason"]) == (410, "escalation_ended")
+        assert (await env.client.post(links, headers=env.auth("council"))).status == 409
+        kinds = [(t, d.get("action") or d.get("reason")) for t, d in await env.witnessed()]
+        assert kinds == [
+            ("EVIDENCE_ACCESSED", "added"),
+            ("EVIDENCE_ACCESSED", "link_issued"),
+            ("EVIDENCE_ACCESSED", "read"),
+            ("EVIDENCE_ACCESSED", "read"),
+            ("SECURITY_REJECTED", "expired"),
+            ("SECURITY_REJECTED", "escalation_ended"),
+        ]
+        reads = [d for t, d in await env.witnessed() if d.get("action") == "read"]
+        assert all(d["peer"] == "127.0.0.1" and d["sha256"] == eid for d in reads)
+        assert link["token"] not in caplog.text
+        assert "GET /v1/evidence/{token} 200" in caplog.text
+
+    run(tmp_path, test)
