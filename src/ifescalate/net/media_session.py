@@ -161,6 +161,8 @@ def reanswer_with_media(call: Call, offer: bytes) -> bytes:
 
 def _no_media(ua: UserAgent, call: Call) -> None:
     if call.end_reason is None:
+        timeout = call.media.config.no_media_timeout if call.media is not None else 0
+        log.warning("call %s: no RTP for %g s: hanging up (no-media)", call.call_id, timeout)
         ua.ep.loop.create_task(ua._send_bye(call, reason="no-media"))
 
 

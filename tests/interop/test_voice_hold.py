@@ -1,0 +1,91 @@
+"""Hold and resume by re-INVITE reach the RTP session (RFC 3264 §8.4), against SIPp and baresip.
+
+Our answerer runs a 2 s no-media timeout. A held call must outlive it (no RTP is due while held), we
+must answer each hold with the matching direction and send nothing toward the party that holds, and a
+resumed call that then carries no RTP must still be ended by the timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.interop.test_sip_cli import HOST, Answerer
+from tests.interop.test_voice_baresip import assert_tone, wait_output
+from tests.peers import SCENARIOS, Baresip, free_port, run_sipp, write_tone_wav
+from tests.peers.baresip import TERMINATED
+
+pytestmark = pytest.mark.interop
+
+NO_MEDIA = 2.0
+ANSWER = ["--media", "--no-media-timeout", str(NO_MEDIA)]
+DIRECTION = r"^media (\w+) call-id \S+ sent (\d+)$"
+
+
+def _directions(output: str) -> list[tuple[str, int]]:
+    return [(d, int(n)) for d, n in re.findall(DIRECTION, output, re.M)]
+
+
+def test_sipp_holds_three_ways_then_resumes_and_goes_silent() -> None:
+    # uac_hold.xml: sendonly, inactive, c=0.0.0.0 (1.5 s each: 4.5 s held > the 2 s timeout), then
+    # sendrecv; it checks each 200's direction and then waits for our BYE. SIPp sends no RTP at all.
+    with Answerer(f"udp:{HOST}:0", verbose=True, extra=ANSWER) as answerer:
+        started = time.monotonic()
+        result = run_sipp(
+            [
+                "-sf", str(SCENARIOS / "uac_hold.xml"), f"{HOST}:{answerer.port('udp')}",
+                "-s", "bob", "-i", HOST, "-p", str(free_port("udp")), "-m", "1",
+                "-recv_timeout", "20000",
+            ],
+            timeout=60,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert result.ok, result.explain()
+        stats = wait_output(answerer, r"^media ended (.*)$").group(1)
+    output = answerer.output()
+    directions = _directions(output)
+    assert [d for d, _ in directions] == ["recvonly", "inactive", "recvonly", "sendrecv"], output
+    # Nothing sent while held: the counter did not move from the first hold to the resume.
+    assert len({n for _, n in directions}) == 1, directions
+    assert "no RTP for 2 s: hanging up (no-media)" in output, output
+    # The BYE came from the timeout after the resume, not from one during the 4.5 s hold.
+    assert elapsed > 1.0 + 4.5 + NO_MEDIA, f"{elapsed:.1f} s\n{output}"
+    assert "'received': 0" in stats, stats
+
+
+def test_baresip_holds_and_resumes_our_answerer(tmp_path: Path) -> None:
+    mic = write_tone_wav(tmp_path / "tone-440.wav", seconds=40.0)
+    ours = write_tone_wav(tmp_path / "tone-1000.wav", seconds=5.0, freq=1000)
+    extra = [*ANSWER, "--play", str(ours)]
+    with Answerer(f"udp:{HOST}:0", verbose=True, extra=extra) as answerer:
+        with Baresip(
+            "alice", dial=answerer.uri("udp"), duration=12, control=True, record=True,
+            audio=mic, sip_trace=True,
+        ) as alice:  # fmt: skip
+            alice.wait_established(timeout=10)
+            time.sleep(1.0)
+            assert alice.command("hold")["ok"], alice.log()
+            held = wait_output(answerer, DIRECTION)
+            assert held.group(1) == "recvonly", answerer.output()
+            # baresip stops its RTP while holding; our 2 s timeout must not end the call.
+            time.sleep(2.5 * NO_MEDIA)
+            assert TERMINATED.search(alice.log()) is None, alice.log()[-3000:]
+            assert "no-media" not in answerer.output(), answerer.output()
+            assert alice.command("resume")["ok"], alice.log()
+            wait_output(answerer, r"^media sendrecv call-id ")
+            alice.wait_for(TERMINATED, timeout=15)  # its -t 12 hangs up
+            log = alice.log()
+            heard = alice.recordings("dec")
+            assert len(heard) == 1, log[-3000:]
+            assert_tone(heard[0], 1000)  # our tone again after the resume
+        stats = wait_output(answerer, r"^media ended (.*)$").group(1)
+    directions = _directions(answerer.output())
+    assert [d for d, _ in directions] == ["recvonly", "sendrecv"], answerer.output()
+    assert directions[0][1] == directions[1][1], directions  # nothing sent while held
+    assert int(re.search(r"'sent': (\d+)", stats).group(1)) > directions[1][1] + 100, stats  # type: ignore[union-attr]
+    assert "no-media" not in answerer.output()
+    # baresip's hold re-INVITE and our answer, as seen on its side (RFC 3264 §6.1).
+    assert re.search(r"^a=sendonly\r?$", log, re.M) and re.search(r"^a=recvonly\r?$", log, re.M)
