@@ -4,7 +4,12 @@
 
 Every figure is printed next to a reference measured in the same run on the same machine: raw
 Ed25519 sign/verify rates (the floor of the per-event crypto) and the same SQLite workload without
-group commit (one transaction, one fsync per event).
+group commit (one transaction, one fsync per event). Verify figures (``witness verify`` from the
+SQLite store, from PostgreSQL and from an export file, every signature checked) are the median of
+``--repeat`` runs, with the CPU time per event (parent + workers) and the ratio to the reference:
+bare libsodium ``crypto_sign_open`` of the same number of signatures on the same cores, started
+the same way (a fork pool of every core). A ratio of 1.0 would mean verifying costs nothing but
+the signature checks.
 Targets: >= 5,000 durable signed events/s on SQLite; verify >= 30,000 events/s.
 """
 
@@ -12,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ifescalate.witness import (
     Event,
@@ -31,19 +39,12 @@ from ifescalate.witness import (
     Witness,
     WitnessStore,
     load_or_create_signer,
-    verify,
-    verify_store,
 )
-from ifescalate.witness.core import (
-    GENESIS_HASH,
-    SignatureCheck,
-    VerifyResult,
-    signature_checker,
-)
-from ifescalate.witness.export import iter_export_lines, verify_export
-from ifescalate.witness.jcs import canonicalize
-from ifescalate.witness.parallel import default_jobs, verify_parallel, verify_store_parallel
-from ifescalate.witness.store import DB_FILE, row_to_event
+from ifescalate.witness.core import VerifyResult, signature_checker
+from ifescalate.witness.export import export_store, iter_export_lines
+from ifescalate.witness.parallel import ChunkedVerifier, default_jobs, verify_store_parallel
+from ifescalate.witness.ranges import verify_file, verify_pg, verify_sqlite
+from ifescalate.witness.store import DB_FILE
 
 DETAILS = {"decision": "permit", "policies": ["p-1", "p-2"], "expert": "sip:alice@example.org"}
 
@@ -72,37 +73,6 @@ def crypto_reference(n: int = 5000) -> tuple[float, float, float]:
     return n / sign_s, openssl, n / (time.perf_counter() - start)
 
 
-def legacy_verify(events: Iterable[Event], public_key: Ed25519PublicKey) -> int:
-    """The verify loop as it was before PyNaCl and the fast paths (the "before" figures):
-    reference JCS of a rebuilt body dict, OpenSSL verify, per event."""
-    seq, head = 0, GENESIS_HASH
-    for event in events:
-        assert event.seq == seq + 1 and event.prev_hash == head
-        digest = hashlib.sha256(canonicalize(event.body())).digest()
-        assert digest.hex() == event.hash
-        public_key.verify(bytes.fromhex(event.signature), bytes.fromhex(event.hash))
-        seq, head = event.seq, event.hash
-    return seq
-
-
-async def legacy_rows(make_store: Callable[[], WitnessStore]) -> list[Event]:
-    store = make_store()
-    await store.open()
-    try:
-        return [row_to_event(row) async for row in store.iter_rows()]
-    finally:
-        await store.close()
-
-
-def timed(label: str, n: int, fn: Callable[[], object]) -> None:
-    start = time.perf_counter()
-    result = fn()
-    elapsed = time.perf_counter() - start
-    if isinstance(result, VerifyResult):
-        assert result.ok and result.count == n, result.message()
-    print(f"  {label:<44} {n:>7} ev {rate(n, elapsed)}")
-
-
 async def append_run(
     make_store: Callable[[], WitnessStore], data_dir: Path, n: int, concurrency: int, batch: int
 ) -> tuple[float, list[Event]]:
@@ -129,47 +99,84 @@ async def append_run(
     return elapsed, events
 
 
-async def verify_from_store(
-    make_store: Callable[[], WitnessStore], data_dir: Path, jobs: int | None = None
+def sodium_reference(n: int, jobs: int) -> float:
+    """Seconds for bare libsodium to check ``n`` signatures on ``jobs`` fork workers (the floor
+    for any verifier of this format on these cores)."""
+    start = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        share = [n // jobs + (1 if i < n % jobs else 0) for i in range(jobs)]
+        assert all(pool.map(_sodium_loop, share))
+    return time.perf_counter() - start
+
+
+def _sodium_loop(n: int) -> bool:
+    from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
+
+    key = Ed25519PrivateKey.generate()
+    data = os.urandom(32)
+    signed = key.sign(data) + data
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    out, out_len = ffi.new("unsigned char[]", 96), ffi.new("unsigned long long *")
+    ok = True
+    for _ in range(n):
+        ok &= lib.crypto_sign_open(out, out_len, signed, 96, raw) == 0
+    return ok
+
+
+def measure(n: int, fn: Callable[[], VerifyResult], repeat: int) -> tuple[float, float, float]:
+    """(median wall s, min wall s, median CPU µs per event incl. worker processes)."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        before = os.times()
+        start = time.perf_counter()
+        result = fn()
+        walls.append(time.perf_counter() - start)
+        after = os.times()
+        assert result.ok and result.count == n, result.message()
+        cpu = sum(after[:4]) - sum(before[:4])  # user+sys, self and reaped workers
+        cpus.append(cpu / n * 1e6)
+    return statistics.median(walls), min(walls), statistics.median(cpus)
+
+
+def report(label: str, n: int, fn: Callable[[], VerifyResult], ref_s: float, repeat: int) -> None:
+    wall, best, cpu = measure(n, fn, repeat)
+    print(
+        f"  {label:<40} {n:>7} ev {rate(n, wall)} (best {n / best:,.0f})"
+        f"  {cpu:5.1f} us CPU/ev  x{(n / wall) / (n / ref_s):.2f} of reference"
+    )
+
+
+def verify_section(
+    title: str,
+    n: int,
+    current: Callable[[int | None], VerifyResult],
+    previous: Callable[[], VerifyResult] | None,
+    repeat: int,
+) -> None:
+    jobs = default_jobs()
+    ref_s = sodium_reference(n, jobs)
+    print(
+        f"{title}, every signature (reference: bare libsodium, {n} sigs on {jobs} cores "
+        f"{rate(n, ref_s)}):"
+    )
+    if previous is not None:
+        report("previous: rows/lines piped to workers", n, previous, ref_s, repeat)
+    report("witness verify, 1 process", n, lambda: current(1), ref_s, repeat)
+    report(f"witness verify, {jobs} processes (default)", n, lambda: current(None), ref_s, repeat)
+
+
+async def _chunked_store(
+    make_store: Callable[[], WitnessStore], key: Ed25519PublicKey
 ) -> VerifyResult:
-    """``witness verify`` from a store; ``jobs=0`` is the sequential service.verify_store."""
     store = make_store()
     await store.open()
-    key = load_or_create_signer(data_dir).public_key()
     try:
-        if jobs == 0:
-            return await verify_store(store, key)
-        return await verify_store_parallel(store, key, jobs=jobs)
+        return await verify_store_parallel(store, key)
     finally:
         await store.close()
 
 
-def bench_verify_store(make_store: Callable[[], WitnessStore], data: Path, count: int) -> None:
-    key = load_or_create_signer(data).public_key()
-    jobs = default_jobs()
-    timed(
-        "before: rows -> row_to_event -> legacy loop",
-        count,
-        lambda: legacy_verify(asyncio.run(legacy_rows(make_store)), key),
-    )
-    timed(
-        "after: verify_store (sequential)",
-        count,
-        lambda: asyncio.run(verify_from_store(make_store, data, 0)),
-    )
-    timed(
-        "after: verify_store_parallel (jobs=1)",
-        count,
-        lambda: asyncio.run(verify_from_store(make_store, data, 1)),
-    )
-    timed(
-        f"after: verify_store_parallel (jobs={jobs}, cli)",
-        count,
-        lambda: asyncio.run(verify_from_store(make_store, data, None)),
-    )
-
-
-def bench_sqlite(n: int, concurrency: int) -> tuple[list[Event], Ed25519PublicKey]:
+def bench_sqlite(n: int, concurrency: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         store: Callable[[], WitnessStore] = lambda: SqliteStore(data / DB_FILE)  # noqa: E731
@@ -181,14 +188,46 @@ def bench_sqlite(n: int, concurrency: int) -> tuple[list[Event], Ed25519PublicKe
         ref_store: Callable[[], WitnessStore] = lambda: SqliteStore(ref_dir / DB_FILE)  # noqa: E731
         ref_s, _ = asyncio.run(append_run(ref_store, ref_dir, ref_n, concurrency, 1))
         print(f"  reference: same, no group commit (batch=1)  {rate(ref_n, ref_s)}")
-        print("sqlite   verify from store, every signature:")
-        bench_verify_store(store, data, count)
-        public_key = load_or_create_signer(data).public_key()
-        bench_export(sorted(events, key=lambda e: e.seq), public_key, data)
-    return events, public_key
+        key = load_or_create_signer(data).public_key()
+        verify_section(
+            "sqlite   witness verify --data-dir",
+            count,
+            lambda jobs: verify_sqlite(data / DB_FILE, key, jobs=jobs),
+            lambda: asyncio.run(_chunked_store(store, key)),
+            repeat,
+        )
+        path = data / "events.jsonl"
+        with open(path, "wb") as handle:
+            asyncio.run(_export(store, handle))
+        verify_section(
+            "export   witness verify --file",
+            count,
+            lambda jobs: verify_file(path, key, jobs=jobs),
+            lambda: _chunked_file(path, key),
+            repeat,
+        )
 
 
-def bench_pg(dsn: str, n: int, concurrency: int) -> None:
+async def _export(make_store: Callable[[], WitnessStore], handle: BinaryIO) -> None:
+    store = make_store()
+    await store.open()
+    try:
+        await export_store(store, handle)
+    finally:
+        await store.close()
+
+
+def _chunked_file(path: Path, key: Ed25519PublicKey) -> VerifyResult:
+    verifier = ChunkedVerifier(key, "line", jobs=None)
+    try:
+        for item in iter_export_lines(path):
+            verifier.add(item)
+        return verifier.result()
+    finally:
+        verifier.close()
+
+
+def bench_pg(dsn: str, n: int, concurrency: int, repeat: int) -> None:
     from ifescalate.witness.pg import PostgresStore
 
     schema = f"witness_bench_{uuid.uuid4().hex[:10]}"
@@ -201,8 +240,14 @@ def bench_pg(dsn: str, n: int, concurrency: int) -> None:
             print(
                 f"postgres append  {count:>7} ev  C={concurrency:<4} {rate(count, elapsed)}  durable"
             )
-            print("postgres verify from store, every signature:")
-            bench_verify_store(store, data, count)
+            key = load_or_create_signer(data).public_key()
+            verify_section(
+                "postgres witness verify --db",
+                count,
+                lambda jobs: verify_pg(dsn, schema, key, jobs=jobs),
+                lambda: asyncio.run(_chunked_store(store, key)),
+                repeat,
+            )
         finally:
 
             async def drop() -> None:
@@ -214,62 +259,24 @@ def bench_pg(dsn: str, n: int, concurrency: int) -> None:
             asyncio.run(drop())
 
 
-def bench_export(events: list[Event], public_key: Ed25519PublicKey, data: Path) -> None:
-    path = data / "events.jsonl"
-    path.write_bytes(b"".join(event.to_json() + b"\n" for event in events))
-    n, jobs = len(events), default_jobs()
-    print("export file verify (witness verify --file), every signature:")
-    timed(
-        "before: Event.from_json per line -> legacy loop",
-        n,
-        lambda: legacy_verify(
-            (Event.from_json(line) for _, line in iter_export_lines(path)), public_key
-        ),
-    )
-    timed("after: verify_export (jobs=1)", n, lambda: verify_export(path, public_key=public_key))
-    timed(
-        f"after: verify_export (jobs={jobs}, cli default)",
-        n,
-        lambda: verify_export(path, public_key=public_key, jobs=None),
-    )
-
-
-def bench_verify(events: list[Event], public_key: Ed25519PublicKey) -> None:
-    events = sorted(events, key=lambda e: e.seq)
-    n, jobs = len(events), default_jobs()
-    print("verify in memory:")
-    timed(
-        "before: legacy loop (JCS + OpenSSL), every sig",
-        n,
-        lambda: legacy_verify(events, public_key),
-    )
-    modes: tuple[SignatureCheck, ...] = ("all", "last")
-    for mode in modes:
-        label = "every signature" if mode == "all" else "every hash, last sig"
-        timed(f"after: verify ({label})", n, partial(verify, events, public_key, signatures=mode))
-    timed(
-        f"after: verify_parallel (jobs={jobs}), every sig",
-        n,
-        lambda: verify_parallel(events, public_key, jobs=jobs),
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=20000, help="events per run")
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="verify runs per figure (median)")
     args = parser.parse_args(argv)
     sign_rate, openssl_rate, sodium_rate = crypto_reference()
     print(
         f"reference: Ed25519 sign {sign_rate:,.0f} /s, verify OpenSSL {openssl_rate:,.0f} /s, "
         f"libsodium {sodium_rate:,.0f} /s (one core; {default_jobs()} cores)"
     )
-    events, public_key = bench_sqlite(args.n, args.concurrency)
-    bench_verify(events, public_key)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    bench_sqlite(args.n, args.concurrency, args.repeat)
     if not args.no_pg:
-        bench_pg(args.pg, args.n, args.concurrency)
+        bench_pg(args.pg, args.n, args.concurrency, args.repeat)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

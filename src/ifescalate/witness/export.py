@@ -121,22 +121,21 @@ def verify_export(
 ) -> VerifyResult:
     """Verify an export file offline, against the pinned key or the manifest's key.
 
-    ``jobs``: worker processes (None: every core); the answer is the same for any value.
+    ``jobs``: worker processes (None: every core); the answer is the same for any value. Each
+    worker reads its own byte range of the file (:mod:`.ranges`).
     """
-    from .parallel import ChunkedVerifier  # parallel imports the store; keep export light
+    from .ranges import verify_file  # ranges imports the store; keep export light
 
     key = public_key or (manifest.public_key if manifest else None)
     if key is None:
         raise ManifestError("no public key: pass one or a manifest")
-    verifier = ChunkedVerifier(key, "line", jobs=jobs, signatures=signatures)
-    try:
-        for item in iter_export_lines(path):
-            verifier.add(item)
-            if verifier.done:
-                break
-        return verifier.result(expected_head=manifest.head if manifest else None)
-    finally:
-        verifier.close()
+    return verify_file(
+        path,
+        key,
+        jobs=jobs,
+        signatures=signatures,
+        expected_head=manifest.head if manifest else None,
+    )
 
 
 def verify_export_parallel(

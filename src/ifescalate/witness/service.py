@@ -33,7 +33,8 @@ from .core import (
 )
 from .jcs import JsonValue, canonical_str
 from .keys import public_key_hex
-from .store import WitnessStore, row_to_event
+from .ranges import verify_pg, verify_sqlite
+from .store import SqliteStore, WitnessStore, row_to_event
 
 log = logging.getLogger(__name__)
 PUBLIC_KEY_META = "public_key_hex"
@@ -60,7 +61,20 @@ async def verify_store(
     *,
     signatures: SignatureCheck = "all",
 ) -> VerifyResult:
-    """Verify every event in ``store``, streaming it page by page."""
+    """Verify every event in ``store``.
+
+    The SQLite and PostgreSQL stores are verified by :mod:`.ranges` (worker processes that read
+    their own row ranges, every core) in a thread, so the event loop keeps running; any other
+    store is streamed page by page through the reference verifier here.
+    """
+    from .pg import PostgresStore  # asyncpg only loaded when a store may be PostgreSQL
+
+    if isinstance(store, SqliteStore):
+        return await asyncio.to_thread(verify_sqlite, store.path, public_key, signatures=signatures)
+    if isinstance(store, PostgresStore):
+        return await asyncio.to_thread(
+            verify_pg, store.dsn, store.schema, public_key, signatures=signatures
+        )
     verifier = Verifier(public_key, signatures=signatures)
     async for row in store.iter_rows():
         try:
