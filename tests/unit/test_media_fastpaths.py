@@ -44,3 +44,21 @@ def test_plain_rtp_packet_fast_paths_are_byte_exact_and_still_validate() -> None
         RtpPacket(0, 0x10000, 0, 0)
     with pytest.raises(RtpError, match="CSRC out of range"):
         RtpPacket(0, 0, 0, 0, csrcs=(-1,))
+
+
+def test_sender_wire_bytes_equal_the_packet_path() -> None:
+    from ifescalate.media.rtp import RtpSender
+
+    def fixed(n: int) -> bytes:
+        return b"\xff" * n  # sequence 0xFFFF and timestamp 0xFFFFFFFF: both wrap at once
+
+    via_packet, via_bytes = RtpSender(0, 8000, rand=fixed), RtpSender(0, 8000, rand=fixed)
+    for k in range(4):
+        payload = bytes([k]) * 160
+        if k == 2:
+            via_packet.skip()
+            via_bytes.skip()  # a new talkspurt: the marker bit again
+        assert via_bytes.send_frame_bytes(payload) == bytes(via_packet.send_frame(payload))
+    assert (via_bytes.sequence, via_bytes.timestamp) == (via_packet.sequence, via_packet.timestamp)
+    assert (via_bytes.packet_count, via_bytes.octet_count) == (4, 640)
+    assert via_bytes.octet_count == via_packet.octet_count

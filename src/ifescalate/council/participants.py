@@ -43,6 +43,8 @@ __all__ = [
     "SipLegParticipant",
 ]
 
+_LE_I16 = np.dtype("<i2")  # made once: a dtype string is parsed again on every use
+
 DEFAULT_QUEUE_FRAMES = 10
 """Queue depth in frames: 200 ms, enough for a TCP (WebSocket) burst, short enough for talk."""
 
@@ -169,7 +171,8 @@ class RoomParticipant:
 
     def deliver(self, frame: AudioFrame) -> None:
         """This tick's mix-minus at :attr:`mix_rate`: resampled to :attr:`rate` and queued."""
-        self.output.push(frame.copy() if self._same_rate else self._down.process(frame))
+        # The room's own frames (checked by the mixer): resampled without a second check.
+        self.output.push(frame.copy() if self._same_rate else self._down.process_checked(frame))
         if self.on_output is not None:
             self.on_output()
 
@@ -213,14 +216,14 @@ class AgentFormat(enum.Enum):
             )
         if self is AgentFormat.MULAW_8000:
             return ulaw_decode(data)
-        frame: AudioFrame = np.frombuffer(data, dtype="<i2").astype(np.int16)
+        frame: AudioFrame = np.frombuffer(data, dtype=_LE_I16).astype(np.int16)
         return frame
 
     def encode(self, frame: AudioFrame) -> bytes:
         """An int16 frame at :attr:`rate` as one binary message (little-endian PCM or mu-law)."""
         if self is AgentFormat.MULAW_8000:
             return ulaw_encode(frame)
-        return frame.astype("<i2", copy=False).tobytes()
+        return frame.astype(_LE_I16, copy=False).tobytes()
 
 
 class AgentParticipant(RoomParticipant):

@@ -61,6 +61,12 @@ class MediaClock:
 
     def advance(self, now: float) -> Ticks:
         """Consume every tick due at ``now``; at most ``max_catchup`` are returned to run."""
+        first = self.next_index
+        # The usual wake-up: the next tick is due and the one after is not (same arithmetic as
+        # deadline(), so the answer is the one _last_due gives, without its search).
+        if self.start + first * self.period <= now < self.start + (first + 1) * self.period:
+            self.next_index = first + 1
+            return Ticks(first=first, due=1, skipped=0)
         last_due = self._last_due(now)
         pending = last_due - self.next_index + 1
         if pending <= 0:

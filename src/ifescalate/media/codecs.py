@@ -87,6 +87,9 @@ class G711:
         if upper not in ("PCMU", "PCMA"):
             raise CodecError(f"G.711 has PCMU and PCMA, not {name!r}")
         self._inner = getattr(g711, upper)
+        # The table functions themselves: the per-frame path skips the G711Codec dispatch.
+        self._encode = g711.ulaw_encode if upper == "PCMU" else g711.alaw_encode
+        self._decode = g711.ulaw_decode if upper == "PCMU" else g711.alaw_decode
         self.name = upper
         # RFC 3551 §6 table 4: PCMU is static payload type 0, PCMA 8.
         self.payload_type = (
@@ -96,12 +99,12 @@ class G711:
     def encode(self, frame: AudioFrame) -> bytes:
         """160 samples -> 160 bytes."""
         check_frame(frame, self.clock_rate)
-        payload: bytes = self._inner.encode(frame)
+        payload: bytes = self._encode(frame)
         return payload
 
     def decode(self, payload: bytes) -> AudioFrame:
         """One byte per sample -> int16 PCM."""
-        frame: AudioFrame = self._inner.decode(bytes(payload))
+        frame: AudioFrame = self._decode(bytes(payload))
         return frame
 
 

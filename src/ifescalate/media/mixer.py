@@ -236,7 +236,7 @@ class Mixer:
                 stacked[row] = frame
                 present.append(True)
         # Raw input, before gain and mute: "speaking" describes the person, not what is heard.
-        energy: list[float] = np.einsum("ij,ij->i", stacked, stacked).tolist()
+        energy: list[float] = np.vecdot(stacked, stacked).tolist()
         self._detect_speaking(plan.order, present, energy)
         for row, gain in plan.gains:
             # Clip after gain so one participant's boost cannot exceed a full-scale input.

@@ -519,10 +519,12 @@ class MediaSession:
         frame = self.source() if self.source is not None else None
         if frame is None:
             frame = silence(codec.clock_rate)
-        self._send_rtp(sender.send_frame(codec.encode(frame)))
+        self._send_wire(sender.send_frame_bytes(codec.encode(frame)))
 
     def _send_rtp(self, packet: RtpPacket) -> None:
-        data = bytes(packet)
+        self._send_wire(bytes(packet))
+
+    def _send_wire(self, data: bytes) -> None:
         if self.srtp is not None:
             data = self.srtp.protect(data)
         assert self.remote_rtp is not None
