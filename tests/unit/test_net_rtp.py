@@ -332,3 +332,23 @@ def test_rechunker_cuts_30_ms_packets_into_20_ms_frames_on_the_timeline() -> Non
     chunker.feed(0, ramp[:240])  # 80 samples left over at ts 160
     ts, frames = chunker.feed(1000, ramp[:240])
     assert ts == 1000 and np.array_equal(frames, ramp[:160])
+
+
+@in_loop
+async def test_send_clock_counts_frames_sent_late_when_the_loop_stalls() -> None:
+    import time
+
+    pool = RtpPortPool(41780, 41789)
+    a, b = pair(pool)
+    try:
+        await exchange(a, b, seconds=0.2)
+        on_time = a.clock_stats.ticks
+        assert on_time >= 5 and a.clock_stats.skipped == 0
+        time.sleep(0.05)  # the loop stalls: the next frames are due 30-50 ms ago
+        await asyncio.sleep(0.1)
+        stats = a.clock_stats
+        assert stats.late >= 2 and stats.max_lateness >= 0.03
+        assert stats.ticks + stats.skipped >= on_time + 6  # 150 ms: none lost from the schedule
+    finally:
+        a.close()
+        b.close()

@@ -30,7 +30,15 @@ from typing import Protocol
 from ifescalate.media.clock import MediaClock
 from ifescalate.media.frames import FRAME_SECONDS
 
-__all__ = ["EARLY", "ClockStats", "RoomClock", "SharedTicker", "Tickable", "TickerHandle"]
+__all__ = [
+    "EARLY",
+    "LATE_THRESHOLD",
+    "ClockStats",
+    "RoomClock",
+    "SharedTicker",
+    "Tickable",
+    "TickerHandle",
+]
 
 LATE_THRESHOLD = 0.005
 """Seconds after its deadline that a tick counts as late."""

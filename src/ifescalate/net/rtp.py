@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..media.clock import MediaClock
+from ..media.clock import MediaClock, Ticks
 from ..media.codecs import Codec as MediaCodec
 from ..media.codecs import codec_for
 from ..media.dtmf import DtmfReceiver, DtmfSender
@@ -79,7 +79,7 @@ from .codec_prefs import (
     event_for,
     offer_codecs,
 )
-from .room_clock import EARLY, SharedTicker, TickerHandle
+from .room_clock import EARLY, LATE_THRESHOLD, ClockStats, SharedTicker, TickerHandle
 
 log = logging.getLogger("ifescalate.rtp")
 
@@ -244,6 +244,8 @@ class MediaSession:
         self.on_direction: Callable[[str], None] | None = None
         self.on_close: list[Callable[[], None]] = []
         self.counters = MediaCounters()
+        #: The 20 ms send clock's punctuality (ticks run, late > 5 ms, dropped, worst delay).
+        self.clock_stats = ClockStats()
         self.negotiated: NegotiatedMedia | None = None
         self.codec: MediaCodec | None = None
         self.srtp: SrtpChannel | None = None
@@ -486,7 +488,9 @@ class MediaSession:
         if self.closed or self._clock is None:
             return
         now = self.loop.time()
-        ticks = self._clock.advance(now + EARLY)  # the shared ticker runs up to EARLY before
+        clock = self._clock
+        ticks = clock.advance(now + EARLY)  # the shared ticker runs up to EARLY before
+        self._note_lateness(clock, ticks, now)
         for _ in range(ticks.due):
             self._tick(now)
             if self.closed:
@@ -497,6 +501,17 @@ class MediaSession:
         self._housekeeping(now)
         if not self.closed:
             self._arm()
+
+    def _note_lateness(self, clock: MediaClock, ticks: Ticks, now: float) -> None:
+        """Count frames sent late (RoomClock's measure: > 5 ms after the deadline) or dropped."""
+        stats = self.clock_stats
+        stats.ticks += ticks.due
+        stats.skipped += ticks.skipped
+        for index in range(ticks.first, ticks.first + ticks.due):
+            lateness = now - clock.deadline(index)
+            if lateness > stats.max_lateness:
+                stats.max_lateness = lateness
+            stats.late += lateness > LATE_THRESHOLD
 
     def _tick(self, now: float) -> None:
         nm = self.negotiated
