@@ -391,7 +391,6 @@ class App:
         if self.service is not None:
             await self.service.close()
         if self.evidence is not None:
-            await self.evidence.drain()
             self.evidence.store.close()
         if self.gate is not None:
             await self.gate.aclose()

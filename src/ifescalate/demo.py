@@ -90,6 +90,9 @@ def describe(kind: str, details: dict[str, Any]) -> str:
         text = f"{who} ({details.get('reason') or details.get('status')})"
     elif kind == "VERDICT":
         text = f"{who}: {details.get('verdict')}"
+    elif kind == "EVIDENCE_ACCESSED":
+        text = f"{details.get('action')} {details.get('name')} for {who or 'anyone'}"
+        text += f" ({details.get('by')})" if details.get("by") else ""
     elif kind == "TERMINATED":
         text = f"{details.get('outcome')}: {details.get('reason')}"
         if "duration" in details:

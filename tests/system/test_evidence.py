@@ -232,6 +232,24 @@ def test_evidence_links_over_http_and_sip(
             if e["type"] == "EVIDENCE_ACCESSED" and e["details"]["action"] == "added"
         ]
         assert added == [item["sha256"]]
+        # Links sent over SIP are witnessed in the escalation's own order (its event stream).
+        issued = [
+            (e["escalation_id"], e["details"]["by"], e["details"]["expert_id"])
+            for e in events
+            if e["type"] == "EVIDENCE_ACCESSED" and e["details"]["action"] == "link_issued"
+        ]
+        for esc in (esc_a, esc_b):
+            assert (esc, "sip-invite", "carol") in issued, issued
+            assert (esc, "sip-message", "carol") in issued, issued
+        _, stream = svc.request("GET", f"/v1/escalations/{esc_a}", role="council")
+        assert stream["state"] == "ended"
+        # Inline evidence entered the chain with the request itself.
+        requested = next(
+            e for e in events if e["type"] == "ESCALATION_REQUESTED" and e["escalation_id"] == esc_a
+        )
+        assert requested["details"]["evidence"] == [
+            {"name": "plan.txt", "sensitivity": 0, "sha256": plan_sha}
+        ]
         refused = {
             e["details"]["reason"]: e
             for e in events

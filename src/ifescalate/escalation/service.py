@@ -58,7 +58,7 @@ from .signing import sign_invite_headers
 from .store import EscalationStore
 
 if TYPE_CHECKING:
-    from ..evidence.service import EvidenceService
+    from ..evidence.service import EvidenceService, IssuedLink
 
 log = logging.getLogger("ifescalate.escalation")
 
@@ -202,9 +202,12 @@ class EscalationServiceImpl:
         self._live[esc_id] = esc
         view = self._view(esc)
         self.store.insert(view, idempotency_key)
+        stored: dict[int, str] = {}
         if self.evidence is not None:
-            # Inline evidence is stored before the ladder starts: the first INVITE links to it.
-            for problem in self.evidence.attach_request(esc_id, request):
+            # Inline evidence is stored before the ladder starts: the first INVITE links to it,
+            # and its SHA-256 enters the witness with the request (custody from the first entry).
+            stored, problems = self.evidence.attach_request(esc_id, request)
+            for problem in problems:
                 log.warning(problem, extra={"escalation_id": esc_id})
         await self._record(
             esc,
@@ -215,7 +218,9 @@ class EscalationServiceImpl:
                 "requester": request.requester,
                 "urgency": request.urgency.value,
                 "evidence": [
-                    {"name": e.name, "sensitivity": e.sensitivity} for e in request.evidence
+                    {"name": e.name, "sensitivity": e.sensitivity}
+                    | ({"sha256": stored[i]} if i in stored else {})
+                    for i, e in enumerate(request.evidence)
                 ],
             },
         )
@@ -494,7 +499,16 @@ class EscalationServiceImpl:
         if self.evidence is None:
             return []
         links = self.evidence.links_for(esc.machine.escalation_id, expert_id)
+        self._witness_links(esc, links, "sip-invite")
         return [("Call-Info", f"<{link.url}>;purpose=info") for link in links]
+
+    def _witness_links(self, esc: _Escalation, links: builtins.list[IssuedLink], by: str) -> None:
+        """Issued links go to the witness and the event stream in the escalation's order."""
+        assert self.evidence is not None
+        if links:
+            details = [self.evidence.issued_details(link, by) for link in links]
+            esc.queue.append([Record("EVIDENCE_ACCESSED", d) for d in details])
+            esc.wakeup.set()
 
     async def _message_evidence(self, esc: _Escalation, index: int, call: Call) -> None:
         """After answering, the links (fresh, bound to the connected expert) in an in-dialog
@@ -504,6 +518,7 @@ class EscalationServiceImpl:
         links = self.evidence.links_for(esc.machine.escalation_id, expert_id)
         if not links:
             return
+        self._witness_links(esc, links, "sip-message")
         lines = [f"IF.ESCALATE evidence for escalation {esc.machine.escalation_id}:"]
         lines += [f"{link.name}: {link.url}" for link in links]
         body = ("\r\n".join(lines) + "\r\n").encode("utf-8")

@@ -18,7 +18,7 @@ import builtins
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,7 +57,11 @@ class IssuedLink:
     url: str
     token: str
     claims: LinkClaims
-    name: str = ""
+    record: EvidenceRecord
+
+    @property
+    def name(self) -> str:
+        return self.record.name
 
     def to_dict(self) -> dict[str, Any]:
         c = self.claims
@@ -99,7 +103,6 @@ class EvidenceService:
         self.public_url = public_url.rstrip("/")
         self.sip_links = sip_links
         self.wall = wall
-        self._background: set[asyncio.Task[Any]] = set()
 
     # -- adding and listing -----------------------------------------------------------------------
 
@@ -128,19 +131,23 @@ class EvidenceService:
             await self._witness_action(view, record, "added", {"added_by": added_by})
         return record, created
 
-    def attach_request(self, escalation_id: str, request: EscalationRequest) -> builtins.list[str]:
+    def attach_request(
+        self, escalation_id: str, request: EscalationRequest
+    ) -> tuple[dict[int, str], builtins.list[str]]:
         """Stores the evidence posted inline with the escalation (items with content) before the
         ladder starts, so the first INVITE can already carry links to it. Synchronous on purpose:
         the inline body is small (the API's body limit) and must be in place before ringing.
 
-        Returns why items were not stored (bad media type, over the limit); they stay listed by
-        name in ESCALATION_REQUESTED, they are just not shared."""
+        Returns {item index: SHA-256} of the stored items (the caller witnesses them with the
+        request) and why other items were not stored (bad media type, over the limit): those
+        stay listed by name, they are just not shared."""
+        stored: dict[int, str] = {}
         problems: builtins.list[str] = []
-        for item in request.evidence:
+        for index, item in enumerate(request.evidence):
             if not item.content:
                 continue
             try:
-                self.store.add(
+                record, _ = self.store.add(
                     escalation_id,
                     item.content.encode("utf-8"),
                     name=item.name,
@@ -150,7 +157,9 @@ class EvidenceService:
                 )
             except EvidenceError as exc:
                 problems.append(f"inline evidence {item.name!r} not stored: {exc}")
-        return problems
+                continue
+            stored[index] = record.sha256
+        return stored, problems
 
     def list(self, escalation_id: str) -> list[EvidenceRecord]:
         self.escalations.get(escalation_id)  # raises UnknownEscalation
@@ -171,7 +180,7 @@ class EvidenceService:
             ttl=ttl,
             expert_id=expert_id,
         )
-        return IssuedLink(self.url_for(token), token, claims, record.name)
+        return IssuedLink(self.url_for(token), token, claims, record)
 
     async def issue(
         self,
@@ -188,32 +197,29 @@ class EvidenceService:
         if record is None:
             raise UnknownEvidence(f"no evidence {evidence_id} in escalation {escalation_id}")
         link = self._mint(record, ttl=ttl, expert_id=expert_id)
-        await self._witness_action(view, record, "link_issued", self._link_details(link, by))
+        await self._witness(view, self.issued_details(link, by))
         return link
 
     def links_for(self, escalation_id: str, expert_id: str) -> builtins.list[IssuedLink]:
         """Links to the escalation's evidence for one expert (SIP delivery), at most
-        ``sip_links`` of them, newest last. Witnessed in the background."""
+        ``sip_links`` of them, oldest first. Not witnessed here: the escalation service records
+        :meth:`issued_details` in the escalation's own order (its event stream shows them)."""
         records = self.store.list(escalation_id)[: self.sip_links]
-        links = [self._mint(r, ttl=None, expert_id=expert_id) for r in records]
-        if links:
-            try:
-                view = self.escalations.get(escalation_id)
-            except UnknownEscalation:
-                return links
-            for record, link in zip(records, links, strict=True):
-                details = self._link_details(link, "sip")
-                self._spawn(self._witness_action(view, record, "link_issued", details))
-        return links
+        return [self._mint(r, ttl=None, expert_id=expert_id) for r in records]
 
     @staticmethod
-    def _link_details(link: IssuedLink, by: str) -> dict[str, Any]:
-        return {
-            "by": by,
-            "expert_id": link.claims.expert_id,
-            "link": fingerprint(link.token),
-            "expires": format_time(link.claims.expires),
-        }
+    def issued_details(link: IssuedLink, by: str) -> dict[str, Any]:
+        """The EVIDENCE_ACCESSED details of issuing ``link`` (by an API principal, or "sip")."""
+        return _details(
+            link.record,
+            "link_issued",
+            {
+                "by": by,
+                "expert_id": link.claims.expert_id,
+                "link": fingerprint(link.token),
+                "expires": format_time(link.claims.expires),
+            },
+        )
 
     async def open(self, token: str, *, peer: str | None) -> tuple[EvidenceRecord, bytes]:
         """The item a link grants, after witnessing the access; LinkError (witnessed as
@@ -253,20 +259,15 @@ class EvidenceService:
     async def _witness_action(
         self, view: EscalationView, record: EvidenceRecord, action: str, extra: dict[str, Any]
     ) -> None:
+        await self._witness(view, _details(record, action, extra))
+
+    async def _witness(self, view: EscalationView, details: dict[str, Any]) -> None:
         await self.witness.append(
             EventType.EVIDENCE_ACCESSED,
             trace_id=view.trace_id,
             escalation_id=view.id,
             actor=_ACTOR,
-            details={
-                "action": action,
-                "evidence_id": record.sha256,
-                "sha256": record.sha256,
-                "name": record.name,
-                "media_type": record.media_type,
-                "size": record.size,
-                **extra,
-            },
+            details=details,
         )
 
     async def _witness_refusal(
@@ -288,16 +289,14 @@ class EvidenceService:
             },
         )
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
-    async def drain(self) -> None:
-        """Waits for background witness appends (at shutdown, before the witness closes)."""
-        if self._background:
-            await asyncio.wait(self._background, timeout=5.0)
-
-
-def urls(links: Sequence[IssuedLink]) -> list[str]:
-    return [link.url for link in links]
+def _details(record: EvidenceRecord, action: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "action": action,
+        "evidence_id": record.sha256,
+        "sha256": record.sha256,
+        "name": record.name,
+        "media_type": record.media_type,
+        "size": record.size,
+        **extra,
+    }
