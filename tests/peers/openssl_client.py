@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -19,6 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from ifescalate.sip.digest import DigestClient
+from ifescalate.sip.message import Response, parse_message
 
 from .proc import PeerError, require_binary
 
@@ -151,3 +155,100 @@ class OpenSslClient:
             self._reader.join(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+class SipOverTls:
+    """OPTIONS / INVITE (with a digest answer to a 401) / ACK / BYE written by hand over one
+    `OpenSslClient` connection to `uri` (e.g. "sip:svc@198.18.0.1:5061;transport=tls")."""
+
+    SDP = (
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+
+    def __init__(self, conn: OpenSslClient, uri: str, *, user: str = "caller") -> None:
+        self.conn = conn
+        self.uri = uri
+        self.user = user
+        self.call_id = os.urandom(8).hex()
+        self.from_tag = os.urandom(4).hex()
+        self.cseq = 0
+
+    def send(
+        self,
+        method: str,
+        *,
+        uri: str | None = None,
+        to_tag: str = "",
+        branch: str = "",
+        extra: Sequence[str] = (),
+        body: bytes = b"",
+    ) -> str:
+        """Write one request; returns its Via branch."""
+        branch = branch or "z9hG4bK" + os.urandom(8).hex()
+        lines = [
+            f"{method} {uri or self.uri} SIP/2.0",
+            f"Via: SIP/2.0/TLS 203.0.113.9:5999;branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:{self.user}@203.0.113.9>;tag={self.from_tag}",
+            f"To: <{self.uri}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} {method}",
+            f"Contact: <sip:{self.user}@203.0.113.9:5999;transport=tls>",
+            *extra,
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        self.conn.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return branch
+
+    def final(self, timeout: float = 10.0) -> Response | None:
+        """The next final response on the connection (provisional ones skipped), or None."""
+        while (raw := self.conn.recv(timeout)) is not None:
+            msg = parse_message(raw)
+            if isinstance(msg, Response) and msg.status >= 200:
+                return msg
+        return None
+
+    def options(self) -> Response | None:
+        self.cseq += 1
+        self.send("OPTIONS")
+        return self.final()
+
+    def invite(self, user: str | None = None, password: str = "", *extra: str) -> Response | None:
+        """INVITE; with `user`, answer a 401 with digest. Returns the last final answer (a non-2xx
+        one is ACKed, RFC 3261 section 17.1.1.3)."""
+        self.cseq += 1
+        branch = self.send("INVITE", extra=extra, body=self.SDP)
+        answer = self.final()
+        if answer is not None and answer.status == 401 and user is not None:
+            self._ack_error(answer, branch)
+            creds = DigestClient(user, password).answer(
+                answer.headers.get_lines("WWW-Authenticate"), "INVITE", self.uri, body=self.SDP
+            )
+            self.cseq += 1
+            authed = (*extra, f"Authorization: {creds}")
+            branch = self.send("INVITE", extra=authed, body=self.SDP)
+            answer = self.final()
+        if answer is not None and answer.status >= 300:
+            self._ack_error(answer, branch)
+        return answer
+
+    def _ack_error(self, resp: Response, branch: str) -> None:
+        self.send("ACK", to_tag=_to_tag(resp), branch=branch)
+
+    def ack_and_bye(self, ok: Response) -> Response | None:
+        """ACK a 200 to its Contact, then BYE; returns the BYE's answer."""
+        contact = re.search(r"<([^>]+)>", ok.headers.get("Contact") or "")
+        if contact is None:
+            raise PeerError(f"2xx without a Contact: {ok}")
+        self.send("ACK", uri=contact.group(1), to_tag=_to_tag(ok))
+        self.cseq += 1
+        self.send("BYE", uri=contact.group(1), to_tag=_to_tag(ok))
+        return self.final()
+
+
+def _to_tag(resp: Response) -> str:
+    m = re.search(r"tag=([^;>\s]+)", resp.headers.get("To") or "")
+    return m.group(1) if m else ""

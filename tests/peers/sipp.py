@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from .proc import PeerError, PeerProcess, wait_port
+from .proc import PeerError, PeerProcess, require_binary, wait_port
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 """Scenario files shipped with the helpers: uac_rr.xml / uas_rr.xml keep the Record-Route set."""
@@ -102,15 +102,25 @@ def _argv(args: Sequence[str], stat_file: Path) -> list[str]:
     return ["sipp", *args, "-nostdin", "-trace_stat", "-stf", str(stat_file), "-fd", "1"]
 
 
-def run_sipp(args: Sequence[str], *, timeout: float, cwd: Path | str | None = None) -> SippResult:
+def run_sipp(
+    args: Sequence[str],
+    *,
+    timeout: float,
+    cwd: Path | str | None = None,
+    prefix: Sequence[str] = (),
+) -> SippResult:
     """Run SIPp in the foreground with `args` and return its result; kill it and raise PeerError on overrun.
 
     Example: `run_sipp(["-sn", "uac", "127.0.0.1:5060", "-m", "10", "-r", "20"], timeout=30)`.
     A non-zero exit is returned, not raised: check `result.ok` and print `result.explain()`.
+    `prefix` wraps the command (`NetNs.exec_prefix()` runs SIPp inside a network namespace).
     """
     with tempfile.TemporaryDirectory(prefix="sipp-") as tmp:
         stat_file = Path(tmp) / "stat.csv"
-        proc = PeerProcess("sipp", _argv(args, stat_file), log_path=Path(tmp) / "sipp.log", cwd=cwd)
+        argv = [*prefix, *_argv(args, stat_file)]
+        if prefix:
+            require_binary("sipp")  # the wrapper is what PeerProcess checks
+        proc = PeerProcess("sipp", argv, log_path=Path(tmp) / "sipp.log", cwd=cwd)
         started = time.monotonic()
         proc.start()
         try:

@@ -10,7 +10,6 @@ SECURITY_REJECTED witness entry and a metric with its own label.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import urllib.request
@@ -20,92 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ifescalate.sip.digest import DigestClient, ha1
-from ifescalate.sip.message import Response, parse_message
+from ifescalate.sip.digest import ha1
 from tests.peers import PeerError
-from tests.peers.openssl_client import OpenSslClient
+from tests.peers.openssl_client import OpenSslClient, SipOverTls
 from tests.peers.tls import cert_sha256, dev_tls_cert, issue_client_cert, make_ca
 
 from .conftest import HOST, Service, assert_chain_ok
 
 REALM = "ifescalate"
-SDP = (
-    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-)
-
-
-class SipOverTls:
-    """INVITE / ACK / BYE written by hand over one `OpenSslClient` connection."""
-
-    def __init__(self, conn: OpenSslClient, port: int) -> None:
-        self.conn = conn
-        self.uri = f"sip:ifescalate@{HOST}:{port};transport=tls"
-        self.call_id = os.urandom(8).hex()
-        self.from_tag = os.urandom(4).hex()
-        self.cseq = 0
-
-    def _send(self, method: str, *, uri: str | None = None, to_tag: str = "", branch: str = "",
-              extra: tuple[str, ...] = (), body: bytes = b"") -> str:  # fmt: skip
-        branch = branch or "z9hG4bK" + os.urandom(8).hex()
-        lines = [
-            f"{method} {uri or self.uri} SIP/2.0",
-            f"Via: SIP/2.0/TLS 127.0.0.1:5999;branch={branch};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:erin@{HOST}>;tag={self.from_tag}",
-            f"To: <sip:ifescalate@{HOST}>" + (f";tag={to_tag}" if to_tag else ""),
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {self.cseq} {method}",
-            f"Contact: <sip:erin@{HOST}:5999;transport=tls>",
-            *extra,
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        self.conn.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        return branch
-
-    def final(self, timeout: float = 10.0) -> Response | None:
-        while (raw := self.conn.recv(timeout)) is not None:
-            msg = parse_message(raw)
-            if isinstance(msg, Response) and msg.status >= 200:
-                return msg
-        return None
-
-    def invite(self, user: str, password: str, *extra: str) -> Response | None:
-        """INVITE, answer the 401 with digest, return the final answer to the second INVITE."""
-        self.cseq += 1
-        branch = self._send("INVITE", extra=extra, body=SDP)
-        first = self.final()
-        if first is None or first.status != 401:
-            return first
-        self._ack_error(first, branch)
-        creds = DigestClient(user, password).answer(
-            first.headers.get_lines("WWW-Authenticate"), "INVITE", self.uri, body=SDP
-        )
-        self.cseq += 1
-        branch = self._send("INVITE", extra=(*extra, f"Authorization: {creds}"), body=SDP)
-        answer = self.final()
-        if answer is not None and answer.status >= 300:
-            self._ack_error(answer, branch)
-        return answer
-
-    def _ack_error(self, resp: Response, branch: str) -> None:
-        # §17.1.1.3: the ACK of a non-2xx answer belongs to the INVITE's transaction (same branch).
-        self._send("ACK", to_tag=_to_tag(resp), branch=branch)
-
-    def ack_and_bye(self, ok: Response) -> Response | None:
-        contact = re.search(r"<([^>]+)>", ok.headers.get("Contact") or "")
-        assert contact is not None, ok
-        self._send("ACK", uri=contact.group(1), to_tag=_to_tag(ok))
-        self.cseq += 1
-        self._send("BYE", uri=contact.group(1), to_tag=_to_tag(ok))
-        return self.final()
-
-
-def _to_tag(resp: Response) -> str:
-    m = re.search(r"tag=([^;>\s]+)", resp.headers.get("To") or "")
-    return m.group(1) if m else ""
 
 
 @pytest.fixture(params=["gate", "service"])
@@ -186,12 +107,13 @@ def test_pinned_expert_calls_in_only_with_her_certificate(
 ) -> None:
     svc, certs = setup
     port = _tls_port(svc)
+    uri = f"sip:ifescalate@{HOST}:{port};transport=tls"
     esc = svc.escalate()
     svc.wait_state(esc["id"], "ringing")
     selector = f"X-IF-Escalation-ID: {esc['id']}"
 
     with OpenSslClient((HOST, port)) as conn:
-        resp = SipOverTls(conn, port).invite("erin", "erin-secret", selector)
+        resp = SipOverTls(conn, uri, user="erin").invite("erin", "erin-secret", selector)
     assert resp is not None and (resp.status, resp.reason) == (
         403,
         "Forbidden - Client Certificate Required",
@@ -202,7 +124,7 @@ def test_pinned_expert_calls_in_only_with_her_certificate(
         (certs / "test-ca-cert.pem", certs / "test-ca-key.pem"), certs, "mallory"
     )
     with OpenSslClient((HOST, port), cert=mallory[0], key=mallory[1]) as conn:
-        resp = SipOverTls(conn, port).invite("erin", "erin-secret", selector)
+        resp = SipOverTls(conn, uri, user="erin").invite("erin", "erin-secret", selector)
     assert resp is not None and (resp.status, resp.reason) == (
         403,
         "Forbidden - Client Certificate Mismatch",
@@ -212,7 +134,7 @@ def test_pinned_expert_calls_in_only_with_her_certificate(
     stranger = dev_tls_cert(tmp_path / "stranger", common_name="erin", stem="stranger")
     with OpenSslClient((HOST, port), cert=stranger[0], key=stranger[1]) as conn:
         try:
-            refused = SipOverTls(conn, port).invite("erin", "erin-secret", selector)
+            refused = SipOverTls(conn, uri, user="erin").invite("erin", "erin-secret", selector)
         except PeerError:  # s_client already gone: the write hit a closed pipe
             refused = None
         assert refused is None
@@ -223,7 +145,7 @@ def test_pinned_expert_calls_in_only_with_her_certificate(
 
     erin = (certs / "erin-cert.pem", certs / "erin-key.pem")
     with OpenSslClient((HOST, port), cert=erin[0], key=erin[1]) as conn:
-        dialog = SipOverTls(conn, port)
+        dialog = SipOverTls(conn, uri, user="erin")
         ok = dialog.invite("erin", "erin-secret", selector)
         assert ok is not None and ok.status == 200, (ok, conn.log())
         view = svc.wait_state(esc["id"], "connected")
