@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -97,6 +98,11 @@ class _Escalation:
         self.finished = asyncio.Event()
         self.connected_at: float | None = None
         self.bridge: Bridge | None = None
+        # The API view as of the last batch whose Records are all committed to the witness: the
+        # machine runs ahead of the worker, the view never runs ahead of the durable log.
+        self.visible: EscalationView | None = None
+        self.fed = 0  # batches fed to the worker
+        self.published = 0  # batches whose view is visible
 
 
 class EscalationServiceImpl:
@@ -225,6 +231,7 @@ class EscalationServiceImpl:
             },
         )
         esc.worker = asyncio.create_task(self._work(esc), name=f"escalation-{esc_id}")
+        esc.visible = esc.machine.view(created_at=esc.created_at, updated_at=esc.updated_at)
         self._decide(esc)
         return self._view(esc)
 
@@ -245,7 +252,12 @@ class EscalationServiceImpl:
         if esc is None:
             return self.get(escalation_id)  # ended already (idempotent) or unknown (raises)
         self._feed(esc, esc.machine.cancel(by, self.clock()))
-        return self._view(esc)
+        # Answer once CANCELLED is witnessed (or the escalation ended), so the answer is durable.
+        fed = esc.fed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10), esc.changed:
+                await esc.changed.wait_for(lambda: esc.published >= fed or esc.finished.is_set())
+        return self.get(escalation_id)
 
     async def events(self, escalation_id: str, *, after: int = 0) -> AsyncIterator[EscalationEvent]:
         esc = self._live.get(escalation_id)
@@ -324,7 +336,9 @@ class EscalationServiceImpl:
 
     def _feed(self, esc: _Escalation, actions: builtins.list[Any]) -> None:
         if actions:
-            esc.queue.append(actions)
+            esc.fed += 1
+            view = esc.machine.view(created_at=esc.created_at, updated_at=esc.updated_at)
+            esc.queue.append([*actions, _Publish(esc.fed, view)])
             esc.wakeup.set()
         self._arm(esc)
 
@@ -368,8 +382,14 @@ class EscalationServiceImpl:
                 closing = [esc.queue.pop() for _ in range(len(esc.queue) - queued)]
                 for batch in reversed(closing):
                     for record in batch:
-                        await self._record(esc, record.type, dict(record.details))
+                        if isinstance(record, Record):
+                            await self._record(esc, record.type, dict(record.details))
             await self._record(esc, action.type, details)
+        elif isinstance(action, _Publish):
+            async with esc.changed:
+                esc.visible, esc.published = action.view, action.batch
+                esc.changed.notify_all()
+            self.store.update(self._view(esc))
         elif isinstance(action, Ring):
             esc.rings[action.index] = asyncio.create_task(self._ring(esc, action))
         elif isinstance(action, CancelRing):
@@ -423,6 +443,7 @@ class EscalationServiceImpl:
         for task in esc.rings.values():
             task.cancel()
         self._count_outcome(action.outcome)
+        esc.visible = None  # every Record before Finished is committed: the machine's view it is
         self.store.update(self._view(esc))
         async with esc.changed:
             esc.finished.set()
@@ -707,7 +728,18 @@ class EscalationServiceImpl:
     # -- views ------------------------------------------------------------------------------------------
 
     def _view(self, esc: _Escalation) -> EscalationView:
-        return esc.machine.view(created_at=esc.created_at, updated_at=esc.updated_at)
+        if esc.visible is None:  # before the first Record, and once finished
+            return esc.machine.view(created_at=esc.created_at, updated_at=esc.updated_at)
+        return dataclasses.replace(esc.visible, updated_at=esc.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """Queued after a batch of machine actions: its view becomes the API's once the worker has
+    applied (witnessed) everything before it."""
+
+    batch: int
+    view: EscalationView
 
 
 def _has_news(esc: _Escalation, sent: int) -> Callable[[], bool]:
