@@ -8,13 +8,14 @@ after the WAL is flushed, so an acknowledged event survives a crash of the serve
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs; the surface used here is small
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .core import Event
-from .store import COLUMNS, Row, StoreError, event_to_row
+from .core import ChainBrokenError, ChainHead, Event, EventError, Verifier
+from .store import COLUMNS, Row, StoreError, event_to_row, row_to_event
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -58,15 +59,17 @@ class PostgresStore:
         self._table = f'"{schema}".witness_events'
         self._meta = f'"{schema}".witness_meta'
         self._select = f"SELECT {', '.join(COLUMNS)} FROM {self._table}"
+        self._lock = f"ifescalate-witness-append:{schema}"  # one advisory lock per chain
 
     async def open(self) -> None:
         if self._pool is not None:
             return
         try:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
-            # The advisory lock serializes first-time schema creation by several instances.
+            # The chain's advisory lock serialises schema creation by several instances, and
+            # with appends by running ones (the trigger DDL would deadlock with a COPY).
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._lock)
                 await conn.execute(_schema_sql(self.schema))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.close()
@@ -92,6 +95,34 @@ class PostgresStore:
                 )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"append failed: {exc}") from exc
+
+    async def append_at_tail(
+        self,
+        seal: Callable[[ChainHead], Awaitable[Sequence[Event]]],
+        public_key: Ed25519PublicKey,
+    ) -> Sequence[Event]:
+        """Seal and append a batch after the chain's real tail, serialised with every other writer
+        of this schema: several instances may share one chain.
+
+        One transaction holds ``pg_advisory_xact_lock`` for the chain, reads the last stored event,
+        checks it (hash and signature by ``public_key``: never continue a forged tail), lets
+        ``seal`` number and sign the batch after it, and COPYs it in. The lock is released at
+        COMMIT or ROLLBACK, so a writer that dies mid-batch frees it and leaves nothing behind.
+        """
+        try:
+            async with self._require().acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._lock)
+                record = await conn.fetchrow(f"{self._select} ORDER BY seq DESC LIMIT 1")
+                head = _checked_tail(None if record is None else tuple(record), public_key)
+                events = await seal(head)
+                if events:
+                    rows = [event_to_row(event) for event in events]
+                    await conn.copy_records_to_table(
+                        "witness_events", schema_name=self.schema, columns=COLUMNS, records=rows
+                    )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"append failed: {exc}") from exc
+        return events
 
     async def last_row(self) -> Row | None:
         record = await self._require().fetchrow(f"{self._select} ORDER BY seq DESC LIMIT 1")
@@ -124,3 +155,19 @@ class PostgresStore:
     async def drop(self) -> None:
         """Drop the whole schema (tests and benchmarks clean up with this)."""
         await self._require().execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+def _checked_tail(row: Row | None, public_key: Ed25519PublicKey) -> ChainHead:
+    """The head after ``row`` (the stored tail), once its form, hash and signature check out."""
+    if row is None:
+        return ChainHead()
+    try:
+        event = row_to_event(row)
+    except EventError as exc:
+        raise ChainBrokenError(int(row[0]), f"malformed stored tail: {exc}") from None
+    verifier = Verifier(public_key, start=ChainHead(event.seq - 1, event.prev_hash))
+    if not verifier.feed(event):
+        failure = verifier.failure
+        assert failure is not None
+        raise ChainBrokenError(event.seq, f"stored tail: {failure.reason}")
+    return ChainHead(event.seq, event.hash)

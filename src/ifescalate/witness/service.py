@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,6 +39,10 @@ from .store import SqliteStore, WitnessStore, row_to_event
 log = logging.getLogger(__name__)
 PUBLIC_KEY_META = "public_key_hex"
 OpenCheck = Literal["full", "chain", "off"]
+AppendAtTail = Callable[
+    [Callable[[ChainHead], Awaitable[Sequence[Event]]], Ed25519PublicKey],
+    Awaitable[Sequence[Event]],
+]
 
 
 class WitnessClosedError(WitnessError):
@@ -235,8 +239,12 @@ class Witness:
             _fail_all(batch, self._broken)
             return
         now = self._clock()
+        append_at_tail = getattr(self.store, "append_at_tail", None)
+        if append_at_tail is not None:  # a store several instances may append to (PostgreSQL)
+            await self._commit_at_tail(append_at_tail, batch, now)
+            return
         # Signing is CPU work (~25 µs an event): do it off the event loop.
-        sealed, rejected = await asyncio.to_thread(self._seal_batch, batch, now)
+        sealed, rejected = await asyncio.to_thread(self._seal_batch, batch, now, self._head)
         _fail_each(rejected)
         if not sealed:
             return
@@ -252,10 +260,39 @@ class Witness:
             if not pending.future.done():  # a caller may have been cancelled meanwhile
                 pending.future.set_result(event)
 
+    async def _commit_at_tail(
+        self, append_at_tail: AppendAtTail, batch: list[_Pending], now: float
+    ) -> None:
+        """Seal after the chain's real tail under the chain's lock, so several instances can
+        append to one chain (:meth:`~.pg.PostgresStore.append_at_tail`)."""
+        outcome: list[tuple[list[tuple[_Pending, Event]], list[tuple[_Pending, Exception]]]] = []
+
+        async def seal_after(head: ChainHead) -> list[Event]:
+            outcome[:] = [await asyncio.to_thread(self._seal_batch, batch, now, head)]
+            return [event for _, event in outcome[0][0]]
+
+        try:
+            await append_at_tail(seal_after, self.signer.public_key())
+        except ChainBrokenError as exc:  # the stored tail is forged or malformed
+            self._broken = exc
+            log.error("%s", exc)
+            _fail_all(batch, exc)
+            return
+        except WitnessError as exc:  # rolled back: nothing of the batch was stored
+            _fail_all(batch, exc)
+            return
+        sealed, rejected = outcome[0]
+        _fail_each(rejected)
+        if sealed:
+            last = sealed[-1][1]
+            self._head = ChainHead(last.seq, last.hash)
+        for pending, event in sealed:
+            if not pending.future.done():
+                pending.future.set_result(event)
+
     def _seal_batch(
-        self, batch: list[_Pending], now: float
+        self, batch: list[_Pending], now: float, head: ChainHead
     ) -> tuple[list[tuple[_Pending, Event]], list[tuple[_Pending, Exception]]]:
-        head = self._head
         sealed: list[tuple[_Pending, Event]] = []
         rejected: list[tuple[_Pending, Exception]] = []
         for pending in batch:
