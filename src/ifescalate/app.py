@@ -175,6 +175,7 @@ class App:
                 self.started.tls_cert_generated = True
             cert, key = str(cert_path), str(key_path)
             self.started.tls_cert = cert_path
+        self._warn_unusable_pins()
         return TlsOptions(
             cert_file=Path(cert),
             key_file=Path(key),
@@ -183,6 +184,20 @@ class App:
             verify_server=sip.verify_peers,
             client_ca_file=Path(sip.tls_client_ca) if sip.tls_client_ca else None,
         )
+
+    def _warn_unusable_pins(self) -> None:
+        """Pinned experts need a client CA: without one no certificate is asked for, so they
+        could never call in (fail closed, but say so at start rather than per refused call)."""
+        sip = self.settings.sip
+        if sip.tls_client_ca or sip.tls_ca or self.registry is None:
+            return
+        pinned = [e.id for e in self.registry.list() if e.cert_fingerprints]
+        if pinned:
+            log.warning(
+                "experts %s pin TLS client certificates but sip.tls_client_ca is not set: "
+                "no certificate is requested, so they cannot call in",
+                ", ".join(pinned),
+            )
 
     async def _start_sip(self) -> None:
         sip = self.settings.sip

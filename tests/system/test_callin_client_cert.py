@@ -163,3 +163,30 @@ def test_pinned_expert_calls_in_only_with_her_certificate(
     metrics = _metrics(svc)
     for label in ("client_cert_required", "client_cert_mismatch"):
         assert f'security_rejections_total{{layer="transport",reason="{label}"}} 1' in metrics
+
+
+def test_pins_without_a_client_ca_are_reported_at_start(tmp_path: Path) -> None:
+    registry = tmp_path / "experts.yaml"
+    registry.write_text(
+        yaml.safe_dump(
+            {
+                "experts": [
+                    {
+                        "id": "erin",
+                        "name": "Erin Example",
+                        "sip_uri": f"sip:erin@{HOST}:5999",
+                        "org": "example-lab",
+                        "specializations": ["safety"],
+                        "cert_fingerprints": ["ab" * 32],
+                    }
+                ]
+            }
+        )
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"experts_file": str(registry)}))
+    with Service(tmp_path / "data", config) as svc:
+        assert "experts erin pin TLS client certificates but sip.tls_client_ca is not set" in (
+            svc.output()
+        )
+    assert_chain_ok(tmp_path / "data")
