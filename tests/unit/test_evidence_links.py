@@ -173,7 +173,9 @@ def test_the_context_string_separates_link_tags_from_other_hmac_uses() -> None:
         LinkSigner(KEY).verify(b64(payload + bare), now=NOW)
 
 
-def view(state: EscalationState, *ladder: LadderStep, connected: str | None = None) -> EscalationView:
+def view(
+    state: EscalationState, *ladder: LadderStep, connected: str | None = None
+) -> EscalationView:
     return EscalationView(
         id=ESC,
         trace_id="t",
