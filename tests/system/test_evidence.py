@@ -280,3 +280,61 @@ def test_evidence_links_over_http_and_sip(
     result = sipp.stop()
     assert result.failed == 0 and result.successful == 2, result.explain()
     assert "OK: " in assert_chain_ok(dep.data_dir)
+
+
+def test_a_link_sent_to_an_expert_who_declined_stops_working(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    """The ladder moves on from a busy expert: the link in the INVITE they got is bound to them
+    and refused (403 out_of_scope) once the escalation is with the next expert, whose own link
+    opens."""
+    busy_port, answer_port = free_port("udp"), free_port("udp")
+    dep = deploy(
+        [
+            ExpertSpec("a-busy", f"sip:a@{HOST}:{busy_port}"),
+            ExpertSpec("b-answers", f"sip:b@{HOST}:{answer_port}"),
+        ]
+    )
+    busy_log, answer_log = tmp_path / "busy.log", tmp_path / "answer.log"
+
+    def sipp(scenario: str, port: int, log: Path, name: str) -> SippProcess:
+        args = ["-sf", str(SCENARIOS / scenario), "-i", HOST, "-p", str(port), "-m", "1"]
+        args += ["-trace_msg", "-message_file", str(log)]
+        return SippProcess(args, listen=(HOST, port, "udp"), max_lifetime=60, name=name)
+
+    with (
+        sipp("esc_uas_busy.xml", busy_port, busy_log, "sipp-busy") as busy,
+        sipp("esc_uas_evidence.xml", answer_port, answer_log, "sipp-answer") as answer,
+        dep.service() as svc,
+    ):
+        evidence = [{"name": "plan.txt", "content": "the plan"}]
+        esc_id = svc.escalate(evidence=evidence)["id"]
+        view = svc.wait_state(esc_id, "connected")
+        assert view["connected_expert"] == "b-answers"
+
+        def call_info(log: Path) -> str:
+            (invite,) = parse_sipp_messages(log, "INVITE")
+            value = invite["Call-Info"]
+            return value[1 : value.index(">")]
+
+        declined, answered = call_info(busy_log), call_info(answer_log)
+        assert declined != answered
+        status, reason, error = refusal(declined)
+        assert (status, reason) == (403, "out_of_scope"), error
+        assert "no longer with" in error
+        assert fetch(answered)[0::2] == (200, b"the plan")
+        svc.cancel(esc_id)
+        svc.wait_state(esc_id, "ended")
+        svc.wait_witness(esc_id, "TERMINATED")
+        events = svc.witness(esc_id)
+        refused = [e for e in events if e["type"] == "SECURITY_REJECTED"]
+        assert [e["details"]["reason"] for e in refused] == ["out_of_scope"]
+        issued = [
+            e["details"]["expert_id"]
+            for e in events
+            if e["type"] == "EVIDENCE_ACCESSED" and e["details"].get("by") == "sip-invite"
+        ]
+        assert issued == ["a-busy", "b-answers"]
+    assert busy.stop().failed == 0
+    result = answer.stop()
+    assert result.failed == 0 and result.successful == 1, result.explain()
