@@ -255,3 +255,33 @@ def test_links_open_expire_and_die_with_the_escalation(
         assert "GET /v1/evidence/{token} 200" in caplog.text
 
     run(tmp_path, test)
+
+
+def test_evidence_changed_on_disk_is_refused_and_witnessed(tmp_path: Path) -> None:
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        added = await env.client.post(
+            f"/v1/escalations/{esc}/evidence",
+            json={"name": "n", "content": "original"},
+            headers=env.auth("council"),
+        )
+        eid = (await added.json())["id"]
+        link = await (
+            await env.client.post(
+                f"/v1/escalations/{esc}/evidence/{eid}/links", headers=env.auth("operator")
+            )
+        ).json()
+        (tmp_path / "evidence" / "blobs" / eid[:2] / eid).write_bytes(b"tampered")
+        resp = await env.client.get(f"/v1/evidence/{link['token']}")
+        assert resp.status == 500
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert b"tampered" not in await resp.read()
+        last_type, last = (await env.witnessed())[-1]
+        assert last_type == "SECURITY_REJECTED"
+        assert (last["layer"], last["reason"], last["sha256"]) == (
+            "evidence_store",
+            "evidence_corrupt",
+            eid,
+        )
+
+    run(tmp_path, test)

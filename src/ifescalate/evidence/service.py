@@ -32,7 +32,7 @@ from ..witness.core import EventType, format_time
 from ..witness.service import Witness
 from .access import check_escalation
 from .links import LinkClaims, LinkError, LinkNotInEscalation, LinkSigner
-from .store import EvidenceError, EvidenceRecord, EvidenceStore
+from .store import EvidenceCorrupt, EvidenceError, EvidenceRecord, EvidenceStore
 
 __all__ = ["EscalationClosed", "EvidenceService", "IssuedLink", "UnknownEvidence"]
 
@@ -244,7 +244,27 @@ class EvidenceService:
                     view = self.escalations.get(exc.claims.escalation_id)
             await self._witness_refusal(exc, token, peer, view)
             raise
-        data = await asyncio.to_thread(self.store.read, record)
+        try:
+            data = await asyncio.to_thread(self.store.read, record)
+        except EvidenceCorrupt as exc:
+            # Not the link's fault, but the chain must show that the evidence it vouched for
+            # (by SHA-256) was altered on disk and not served.
+            await self.witness.append(
+                EventType.SECURITY_REJECTED,
+                trace_id=view.trace_id,
+                escalation_id=view.id,
+                actor=_ACTOR,
+                details={
+                    "layer": "evidence_store",
+                    "reason": "evidence_corrupt",
+                    "detail": str(exc),
+                    "sha256": record.sha256,
+                    "source": peer,
+                    "transport": "http",
+                    "link": fingerprint(token),
+                },
+            )
+            raise
         details = {
             "peer": peer,
             "expert_id": claims.expert_id,
