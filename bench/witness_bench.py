@@ -99,14 +99,13 @@ async def append_run(
     return elapsed, events
 
 
-def sodium_reference(n: int, jobs: int) -> float:
-    """Seconds for bare libsodium to check ``n`` signatures on ``jobs`` fork workers (the floor
-    for any verifier of this format on these cores)."""
-    start = time.perf_counter()
+def sodium_reference(n: int, jobs: int) -> VerifyResult:
+    """Bare libsodium checking ``n`` signatures on ``jobs`` fork workers: the floor for any
+    verifier of this format on these cores (a VerifyResult so :func:`timed_run` can time it)."""
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         share = [n // jobs + (1 if i < n % jobs else 0) for i in range(jobs)]
         assert all(pool.map(_sodium_loop, share))
-    return time.perf_counter() - start
+    return VerifyResult(True, n)
 
 
 def _sodium_loop(n: int) -> bool:
@@ -123,26 +122,35 @@ def _sodium_loop(n: int) -> bool:
     return ok
 
 
-def measure(n: int, fn: Callable[[], VerifyResult], repeat: int) -> tuple[float, float, float]:
-    """(median wall s, min wall s, median CPU µs per event incl. worker processes)."""
-    walls, cpus = [], []
+def timed_run(n: int, fn: Callable[[], VerifyResult]) -> tuple[float, float]:
+    """(wall s, CPU µs per event incl. reaped worker processes) of one run."""
+    before = os.times()
+    start = time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - start
+    after = os.times()
+    assert result.ok and result.count == n, result.message()
+    return wall, (sum(after[:4]) - sum(before[:4])) / n * 1e6  # user+sys, self and children
+
+
+def report(label: str, n: int, fn: Callable[[], VerifyResult], repeat: int) -> None:
+    """Median of ``repeat`` runs, each right after a reference run (the machine is shared: the
+    ratio of adjacent runs is steadier than either rate)."""
+    jobs = default_jobs()
+    rates, ratios, cpus, ref_cpus = [], [], [], []
     for _ in range(repeat):
-        before = os.times()
-        start = time.perf_counter()
-        result = fn()
-        walls.append(time.perf_counter() - start)
-        after = os.times()
-        assert result.ok and result.count == n, result.message()
-        cpu = sum(after[:4]) - sum(before[:4])  # user+sys, self and reaped workers
-        cpus.append(cpu / n * 1e6)
-    return statistics.median(walls), min(walls), statistics.median(cpus)
-
-
-def report(label: str, n: int, fn: Callable[[], VerifyResult], ref_s: float, repeat: int) -> None:
-    wall, best, cpu = measure(n, fn, repeat)
+        ref_wall, ref_cpu = timed_run(n, lambda: sodium_reference(n, jobs))
+        wall, cpu = timed_run(n, fn)
+        rates.append(n / wall)
+        ratios.append(ref_wall / wall)
+        cpus.append(cpu)
+        ref_cpus.append(ref_cpu)
+    cpu = statistics.median(cpus)
     print(
-        f"  {label:<40} {n:>7} ev {rate(n, wall)} (best {n / best:,.0f})"
-        f"  {cpu:5.1f} us CPU/ev  x{(n / wall) / (n / ref_s):.2f} of reference"
+        f"  {label:<38} {statistics.median(rates):>9,.0f} /s (max {max(rates):,.0f})"
+        f"  x{statistics.median(ratios):.2f} of ref"
+        f"  {cpu:5.1f} us CPU/ev (ref {statistics.median(ref_cpus):4.1f})"
+        f"  = {jobs / cpu * 1e6:,.0f} /s on {jobs} idle cores"
     )
 
 
@@ -154,15 +162,11 @@ def verify_section(
     repeat: int,
 ) -> None:
     jobs = default_jobs()
-    ref_s = sodium_reference(n, jobs)
-    print(
-        f"{title}, every signature (reference: bare libsodium, {n} sigs on {jobs} cores "
-        f"{rate(n, ref_s)}):"
-    )
+    print(f"{title}: {n} events, every signature; ref = bare libsodium, same sigs, {jobs} cores")
     if previous is not None:
-        report("previous: rows/lines piped to workers", n, previous, ref_s, repeat)
-    report("witness verify, 1 process", n, lambda: current(1), ref_s, repeat)
-    report(f"witness verify, {jobs} processes (default)", n, lambda: current(None), ref_s, repeat)
+        report("previous: rows/lines piped to workers", n, previous, repeat)
+    report("witness verify, 1 process", n, lambda: current(1), repeat)
+    report(f"witness verify, {jobs} processes (default)", n, lambda: current(None), repeat)
 
 
 async def _chunked_store(

@@ -13,7 +13,14 @@ from tests.unit.test_witness_core import make_chain, signer
 
 from ifescalate.witness import ranges
 from ifescalate.witness.cli import main as cli_main
-from ifescalate.witness.core import ChainHead, Event, EventError, Verifier, VerifyResult
+from ifescalate.witness.core import (
+    ChainHead,
+    Event,
+    EventError,
+    SignatureCheck,
+    Verifier,
+    VerifyResult,
+)
 from ifescalate.witness.keys import public_key_hex
 from ifescalate.witness.store import DB_FILE, SqliteStore, event_to_row, row_to_event
 
@@ -24,9 +31,9 @@ CHAIN = make_chain(N)
 FOREIGN_SIGNATURE = make_chain(1, signer(b"\x01" * 32))[0].signature  # valid form, wrong signer
 
 
-def reference_rows(path: Path) -> VerifyResult:
+def reference_rows(path: Path, signatures: SignatureCheck = "all") -> VerifyResult:
     """The sequential verifier over rows, as ``verify_store`` always did it."""
-    verifier = Verifier(KEY)
+    verifier = Verifier(KEY, signatures=signatures)
     with sqlite3.connect(path) as conn:
         for row in conn.execute("SELECT * FROM witness_events WHERE seq > 0 ORDER BY seq"):
             try:
@@ -38,8 +45,10 @@ def reference_rows(path: Path) -> VerifyResult:
     return verifier.finish()
 
 
-def reference_lines(path: Path, expected_head: ChainHead | None = None) -> VerifyResult:
-    verifier = Verifier(KEY)
+def reference_lines(
+    path: Path, expected_head: ChainHead | None = None, signatures: SignatureCheck = "all"
+) -> VerifyResult:
+    verifier = Verifier(KEY, signatures=signatures)
     for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line:
             continue
@@ -166,6 +175,30 @@ def test_last_signature_mode(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("seq", [5, 11, N])
+@pytest.mark.parametrize("bad", ["upper(signature)", "'x'", "42"])
+def test_last_signature_mode_still_checks_every_signature_form(
+    tmp_path: Path, seq: int, bad: str
+) -> None:
+    # Only the last signature is verified, but the reference parses every event: a malformed
+    # signature anywhere is named there, so here too (rows and export lines alike).
+    db = make_store(tmp_path, CHAIN)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE witness_events SET signature = {bad} WHERE seq = ?", (seq,))
+    expected = reference_rows(db, "last")
+    assert not expected.ok
+    assert ranges.verify_sqlite(db, KEY, jobs=1, span=SPAN, signatures="last") == expected
+    lines = _lines()
+    lines[seq - 1] = lines[seq - 1].replace(
+        CHAIN[seq - 1].signature.encode(), CHAIN[seq - 1].signature.upper().encode()
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    expected = reference_lines(path, signatures="last")
+    assert not expected.ok and expected.first_bad_seq == seq
+    assert ranges.verify_file(path, KEY, jobs=1, span=2000, signatures="last") == expected
+
+
 def _lines() -> list[bytes]:
     return [e.to_json() for e in CHAIN]
 
@@ -219,7 +252,7 @@ def test_file_spans_in_worker_processes(tmp_path: Path) -> None:
     LINE_TAMPERS["torn"](lines, 47)
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines))
-    got = ranges.verify_file(path, KEY, jobs=2, span=3000)
+    got = ranges.verify_file(path, KEY, jobs=2, span=3000, min_parallel=0)
     assert got == reference_lines(path)
     assert (got.first_bad_seq, got.count) == (48, 47)
     assert got.reason.startswith("line 48: malformed event: not JSON")
@@ -267,3 +300,30 @@ def test_witness_open_verifies_a_big_store_in_worker_processes(tmp_path: Path) -
     result, broken = asyncio.run(open_witness())
     assert result is not None and (result.first_bad_seq, result.count) == (4001, 4000)
     assert broken is not None and "broken at sequence 4001: signature invalid" in str(broken)
+
+
+def test_random_byte_edits_of_an_export_are_judged_like_the_reference(tmp_path: Path) -> None:
+    # The fast line check must never accept what the reference refuses (nor name another
+    # reason): flip, insert or delete single bytes anywhere in a 20-line export, 200 times.
+    import random
+
+    rng = random.Random(20261129)
+    clean = b"".join(line + b"\n" for line in _lines()[:20])
+    head = ChainHead(20, CHAIN[19].hash)
+    path = tmp_path / "events.jsonl"
+    outcomes = set()
+    for _ in range(200):
+        data = bytearray(clean)
+        at = rng.randrange(len(data))
+        op = rng.choice(("flip", "insert", "delete"))
+        if op == "flip":
+            data[at] = rng.choice(b'0aA"\\{}[],:. \n\t\x00\xc3\xa9e1-')
+        elif op == "insert":
+            data.insert(at, rng.choice(b'0a" ,\\}'))
+        else:
+            del data[at]
+        path.write_bytes(bytes(data))
+        expected = reference_lines(path, head)
+        assert ranges.verify_file(path, KEY, jobs=1, span=900, expected_head=head) == expected
+        outcomes.add(expected.ok)
+    assert outcomes == {True, False}  # some edits are harmless: the reference re-canonicalises
