@@ -39,7 +39,7 @@ from .net.security_gate import (
     security_config,
 )
 from .net.tls import TlsOptions, client_context, server_context
-from .net.transport import ListenSpec
+from .net.transport import ListenSpec, StreamLimits
 from .net.ua import UaConfig, UserAgent
 from .observability import Metrics
 from .security import AuditEntry, ExpertFacts, PolicyDecision
@@ -199,6 +199,19 @@ class App:
                 ", ".join(pinned),
             )
 
+    def _stream_limits(self) -> StreamLimits:
+        sip = self.settings.sip
+        try:
+            return StreamLimits(
+                message_timeout=sip.message_timeout,
+                tls_handshake_timeout=sip.tls_handshake_timeout,
+                idle_timeout=sip.idle_timeout,
+                max_per_peer=sip.max_connections_per_peer,
+                max_total=sip.max_connections,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"sip: {exc}") from exc
+
     async def _start_sip(self) -> None:
         sip = self.settings.sip
         auth_user = auth_password = None
@@ -218,7 +231,9 @@ class App:
         tls = self._tls_options()
         specs = [ListenSpec.parse(x) for x in sip.listen]
         client_ctx: ssl.SSLContext = client_context(tls)
-        self.endpoint = SipEndpoint(self.ua, tls_client_context=client_ctx)
+        self.endpoint = SipEndpoint(
+            self.ua, tls_client_context=client_ctx, limits=self._stream_limits()
+        )
         self.ua.attach(self.endpoint)
         self.metrics.on_render(self._sync_sip_metrics)
         server_ctx = server_context(tls) if any(s.transport == "TLS" for s in specs) else None
@@ -228,13 +243,24 @@ class App:
             )
             self.started.sip.append(bound)
 
-    _SIP_ERROR_KINDS = ("malformed", "dropped", "invalid", "stream_errors", "connections_refused")
+    _SIP_ERROR_KINDS = (
+        "malformed",
+        "dropped",
+        "invalid",
+        "stream_errors",
+        "connections_refused",
+        "connections_limit",
+        "message_timeout",
+        "tls_handshake_timeout",
+        "tls_handshake_failed",
+    )
 
     def _sync_sip_metrics(self) -> None:
         """Copy the endpoint's counters into Prometheus at scrape time (no cost per message)."""
         if self.endpoint is None:
             return
         stats = self.endpoint.stats
+        self.metrics.set_stream_connections(self.endpoint.stream_connections)
         for kind in self._SIP_ERROR_KINDS:
             self.metrics.sip_error(kind, stats[kind] - self._sip_seen.get(kind, 0))
             self._sip_seen[kind] = stats[kind]

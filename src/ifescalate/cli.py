@@ -25,7 +25,7 @@ from .net.runner import (
 )
 from .net.security_gate import GateOptions
 from .net.tls import TlsConfigError
-from .net.transport import ListenSpec
+from .net.transport import ListenSpec, StreamLimits
 from .net.ua import UaConfig
 from .security import SecurityConfig
 from .security.facts import normalize_fingerprint
@@ -109,6 +109,57 @@ def _add_security(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_stream_limits(p: argparse.ArgumentParser) -> None:
+    d = StreamLimits()
+    p.add_argument(
+        "--message-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=d.message_timeout,
+        help="a TCP/TLS message must be complete this long after its first byte",
+    )
+    p.add_argument(
+        "--tls-handshake-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=d.tls_handshake_timeout,
+        help="TLS handshake deadline after accept",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=d.idle_timeout,
+        help="close TCP/TLS connections silent this long",
+    )
+    p.add_argument(
+        "--max-connections-per-peer",
+        type=int,
+        metavar="N",
+        default=d.max_per_peer,
+        help="open TCP/TLS connections per source address",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        default=d.max_total,
+        help="open TCP/TLS connections in all",
+    )
+
+
+def _stream_limits(args: argparse.Namespace) -> StreamLimits:
+    if not hasattr(args, "message_timeout"):
+        return StreamLimits()
+    return StreamLimits(
+        message_timeout=args.message_timeout,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        max_per_peer=args.max_connections_per_peer,
+        max_total=args.max_connections,
+    )
+
+
 def _security(args: argparse.Namespace) -> tuple[SecurityConfig | None, GateOptions]:
     gate = GateOptions(
         drop_failed_invites=getattr(args, "drop_failed", False),
@@ -184,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     answer.add_argument("--ring-ms", type=int, default=0, help="send 180 and wait before 200")
     _add_security(answer)
+    _add_stream_limits(answer)
     answer.add_argument("--verbose", action="store_true", help="print a line per call")
     _add_tls(answer)
     _add_media(answer, echo=True)
@@ -251,6 +303,7 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
         verbose=getattr(args, "verbose", False),
         security=security,
         gate=gate,
+        stream=_stream_limits(args),
         client_cert_fingerprints=tuple(
             normalize_fingerprint(fp) for fp in getattr(args, "client_cert_fingerprint", [])
         ),

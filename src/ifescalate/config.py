@@ -47,6 +47,15 @@ class SipSettings:
     #: Digest algorithms offered to callers, strongest first (RFC 8760 section 2.4). SIPp 3.6 takes
     #: the first challenge and computes MD5 only: ["MD5"] lets it call in (experts need ha1_md5).
     auth_algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"])
+    #: Stream (TCP/TLS) bounds, seconds and counts (docs/security.md, "Slow connections"): a
+    #: message must be complete this long after its first byte; a TLS handshake done this long
+    #: after the accept; nothing at all for idle_timeout closes the connection.
+    message_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    #: Open stream connections (handshakes included) per source address, and in all.
+    max_connections_per_peer: int = 16
+    max_connections: int = 1000
 
 
 @dataclass(slots=True)

@@ -200,3 +200,18 @@ def test_whole_messages_before_bad_bytes_come_out_and_the_error_follows() -> Non
     assert [type(i) for i in items] == [Request, Response]
     with pytest.raises(SipParseError, match="unframeable"):
         framer.feed(b"")
+
+
+def test_in_message_is_true_only_while_a_message_is_partly_received() -> None:
+    f = StreamFramer()
+    assert not f.in_message
+    f.feed(b"\r\n")  # between messages: not a message yet (it may become a keep-alive ping)
+    assert not f.in_message
+    f.feed(b"\r\n")
+    assert not f.in_message and f.buffered == 0
+    f.feed(b"OPTIONS sip:a@b SIP/2.0\r\n")
+    assert f.in_message
+    f.feed(b"Content-Length: 3\r\n\r\nab")  # head framed, body still arriving
+    assert f.in_message
+    (msg,) = f.feed(b"c")
+    assert msg.body == b"abc" and not f.in_message  # type: ignore[union-attr]

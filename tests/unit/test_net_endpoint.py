@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ifescalate.net.endpoint import SipEndpoint
-from ifescalate.net.transport import ListenSpec
+from ifescalate.net.transport import ListenSpec, StreamLimits
 from ifescalate.net.ua import UaConfig, UserAgent
 from ifescalate.sip.message import Response, parse_message
 from ifescalate.sip.transaction import Timers
@@ -484,7 +484,7 @@ def test_tcp_oversize_message_closes_the_connection() -> None:
 
 def test_idle_tcp_connection_is_closed_after_idle_timeout() -> None:
     async def main() -> None:
-        async with server(idle_timeout=0.2) as s:
+        async with server(limits=StreamLimits(idle_timeout=0.2)) as s:
             reader, writer = await _tcp(s.tcp.port)
             busy_reader, busy_writer = await _tcp(s.tcp.port)
 
@@ -516,9 +516,53 @@ def test_idle_tcp_connection_is_closed_after_idle_timeout() -> None:
     run(main())
 
 
+def test_a_message_trickled_past_its_deadline_is_cut_off_but_pings_are_not() -> None:
+    async def main() -> None:
+        limits = StreamLimits(message_timeout=0.3, idle_timeout=5.0)
+        async with server(limits=limits) as s:
+            cut: list[tuple[str, str]] = []
+            s.ep.on_stream_refused = lambda kind, host: cut.append((kind, host))
+            slow_r, slow_w = await _tcp(s.tcp.port)
+            ping_r, ping_w = await _tcp(s.tcp.port)
+            data = request(transport="TCP")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for i in range(40):  # a byte every 20 ms: busy, never idle, never done
+                slow_w.write(data[i : i + 1])
+                ping_w.write(b"\r\n\r\n")  # keep-alives between messages are not a message
+                await asyncio.sleep(0.02)
+                if slow_r.at_eof():
+                    break
+            assert await _closed(slow_r, 1.0)
+            assert 0.3 <= loop.time() - started < 1.0
+            assert s.ep.stats["message_timeout"] == 1 and cut == [("message_timeout", "127.0.0.1")]
+            ping_w.write(request(transport="TCP", branch="z9hG4bK-ping"))
+            reply = await ping_r.readuntil(b"SIP/2.0 200 OK")
+            assert reply.endswith(b"200 OK")
+            for w in (slow_w, ping_w):
+                w.close()
+
+    run(main())
+
+
+def test_connections_beyond_the_total_limit_are_refused() -> None:
+    async def main() -> None:
+        async with server(limits=StreamLimits(max_total=2)) as s:
+            held = [await _tcp(s.tcp.port) for _ in range(2)]
+            r3, w3 = await asyncio.open_connection(
+                "127.0.0.1", s.tcp.port, local_addr=("127.0.0.5", 0)
+            )
+            assert await _closed(r3)  # another address, but the service is full
+            assert s.ep.stats["connections_limit"] == 1 and s.ep.stream_connections == 2
+            for _, w in [*held, (r3, w3)]:
+                w.close()
+
+    run(main())
+
+
 def test_connections_beyond_the_per_peer_limit_are_refused() -> None:
     async def main() -> None:
-        async with server(max_connections_per_peer=2) as s:
+        async with server(limits=StreamLimits(max_per_peer=2)) as s:
             r1, w1 = await _tcp(s.tcp.port)
             r2, w2 = await _tcp(s.tcp.port)
             r3, w3 = await _tcp(s.tcp.port)

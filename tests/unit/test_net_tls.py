@@ -27,7 +27,7 @@ from ifescalate.net.tls import (
     client_context,
     server_context,
 )
-from ifescalate.net.transport import ListenSpec, Source
+from ifescalate.net.transport import ListenSpec, Source, StreamLimits
 from ifescalate.net.ua import UaConfig, UserAgent
 from ifescalate.sip.message import Request
 from ifescalate.sip.transaction import Timers
@@ -81,9 +81,11 @@ def _permissive_server(cert: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 @contextlib.asynccontextmanager
-async def tls_endpoint(ctx: ssl.SSLContext) -> AsyncIterator[tuple[SipEndpoint, UserAgent, int]]:
+async def tls_endpoint(
+    ctx: ssl.SSLContext, limits: StreamLimits | None = None
+) -> AsyncIterator[tuple[SipEndpoint, UserAgent, int]]:
     ua = UserAgent(UaConfig(user="bob"))
-    ep = SipEndpoint(ua, timers=Timers(t1=0.05))
+    ep = SipEndpoint(ua, timers=Timers(t1=0.05), limits=limits or StreamLimits())
     ua.attach(ep)
     bound = await ep.listen(ListenSpec("TLS", "127.0.0.1", 0), ctx)
     try:
@@ -385,3 +387,31 @@ def test_optional_client_cert_when_only_a_ca_is_given(dev_cert: tuple[Path, Path
         )
     )
     assert ctx.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_handshake_deadline_and_failures_are_counted_per_connection(
+    dev_cert: tuple[Path, Path],
+) -> None:
+    async def main() -> None:
+        ctx = server_context(TlsOptions(cert_file=dev_cert[0], key_file=dev_cert[1]))
+        limits = StreamLimits(tls_handshake_timeout=0.3, max_per_peer=2)
+        async with tls_endpoint(ctx, limits) as (ep, _, port):
+            loop = asyncio.get_running_loop()
+            silent, silent_w = await asyncio.open_connection("127.0.0.1", port)
+            plain, plain_w = await asyncio.open_connection("127.0.0.1", port)
+            # A third handshake from the same address: the two pending ones hold its slots.
+            third, third_w = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(third.read(), 1) == b""
+            assert ep.stats["connections_refused"] == 1 and ep.stream_connections == 2
+            plain_w.write(_options())  # plaintext SIP where a ClientHello belongs
+            assert await asyncio.wait_for(plain.read(), 1) == b""
+            assert ep.stats["tls_handshake_failed"] == 1
+            started = loop.time()
+            assert await asyncio.wait_for(silent.read(), 2) == b""
+            assert 0.1 <= loop.time() - started < 1.0  # 0.3 s after accept, swept every 0.15 s
+            assert ep.stats["tls_handshake_timeout"] == 1 and ep.stream_connections == 0
+            assert await _handshake(port, _old_client(ssl.TLSVersion.TLSv1_3)) is not None
+            for w in (silent_w, plain_w, third_w):
+                w.close()
+
+    run(main())

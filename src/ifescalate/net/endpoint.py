@@ -43,9 +43,11 @@ from ..sip.transaction import (
 from ..sip.txtable import TransactionTable
 from ..sip.validate import validate_request
 from .timers import Timed, TimerHeap
-from .transport import ListenSpec, Source, StreamConnection, UdpListener
+from .transport import ListenSpec, Source, StreamConnection, StreamLimits, UdpListener
 
 log = logging.getLogger("ifescalate.sip")
+
+DEFAULT_LIMITS = StreamLimits()
 
 _IDS = IdGenerator()
 
@@ -140,15 +142,13 @@ class SipEndpoint:
         *,
         timers: Timers = DEFAULT_TIMERS,
         max_message_size: int = 65535,
-        max_connections_per_peer: int = 16,
-        idle_timeout: float = 120.0,
+        limits: StreamLimits = DEFAULT_LIMITS,
         tls_client_context: ssl.SSLContext | None = None,
     ) -> None:
         self.tu = tu
         self.timers = timers
         self.max_message_size = max_message_size
-        self.max_connections_per_peer = max_connections_per_peer
-        self.idle_timeout = idle_timeout
+        self.limits = limits
         self.tls_client_context = tls_client_context
         self.loop = asyncio.get_running_loop()
         self.table = TransactionTable()
@@ -162,8 +162,10 @@ class SipEndpoint:
         #: Responses the TU sent, by exact status code (metrics read it at scrape time).
         self.responses_by_status: Counter[int] = Counter()
         self._sweeper: asyncio.TimerHandle | None = None
-        # Sweep at least twice per idle timeout so a connection lives at most 1.5x its limit.
-        self._sweep_every = min(1.0, max(0.05, idle_timeout / 2))
+        # Sweep at least twice per time limit so a connection outlives its limit by at most half
+        # of it (and by at most one second).
+        shortest = min(limits.idle_timeout, limits.message_timeout, limits.tls_handshake_timeout)
+        self._sweep_every = min(1.0, max(0.05, shortest / 2))
         # Finished transactions leave the table when they report Terminated; the full-table purge
         # is only a safety net, so it runs every ~30 s rather than on each sweep (it scans every
         # live transaction: ~100k at 3,000 calls/s with 32 s Timer L/J).
@@ -178,6 +180,9 @@ class SipEndpoint:
         #: The security gate (net/security_gate.py), None unless a layer is configured: called for
         #: each request that starts a server transaction; False means it answered or holds it.
         self.gate: Callable[[Request, Source], bool] | None = None
+        #: Told ``(kind, peer address)`` when a stream connection is refused or cut off by
+        #: ``limits`` (the gate audits it); ``kind`` is the ``stats`` key counted.
+        self.on_stream_refused: Callable[[str, str], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -195,17 +200,19 @@ class SipEndpoint:
             if spec.transport == "TLS" and tls_context is None:
                 raise ValueError("a TLS listener needs a TLS context")
             transport_name = spec.transport
+            # TLS runs in the accepted TCP connection (StreamConnection), not in the server: so
+            # a handshake is admitted, counted and timed like any connection from its address.
+            tls_server = tls_context if spec.transport == "TLS" else None
             server = await self.loop.create_server(
                 lambda: StreamConnection(
                     self,
                     transport_name=transport_name,
                     max_size=self.max_message_size,
                     on_open=self._accept_connection,
+                    tls_server=tls_server,
                 ),
                 spec.host,
                 spec.port,
-                ssl=tls_context if spec.transport == "TLS" else None,
-                ssl_handshake_timeout=10.0 if spec.transport == "TLS" else None,
                 reuse_address=True,
             )
             port = server.sockets[0].getsockname()[1]
@@ -276,6 +283,15 @@ class SipEndpoint:
             error,
         )
 
+    def stream_tls_failed(self, error: ssl.SSLError, conn: StreamConnection) -> None:
+        """A TLS handshake failed (old protocol, no shared cipher, no client certificate, not
+        TLS at all) or a record was bad later; the connection closes."""
+        log.debug("TLS from %s:%s failed: %s", conn.peer[0], conn.peer[1], error)
+        if conn.handshaking:
+            self._stream_refused("tls_handshake_failed", conn)
+        else:
+            self.stats["stream_errors"] += 1
+
     def connection_lost(self, conn: StreamConnection) -> None:
         key = (conn.transport_name, conn.peer[0], conn.peer[1])
         if self.connections.get(key) is conn:
@@ -290,12 +306,25 @@ class SipEndpoint:
                 del self._per_peer[conn.peer[0]]
 
     def _accept_connection(self, conn: StreamConnection) -> bool:
-        """Admit an accepted connection unless its peer already holds too many."""
-        if self._per_peer[conn.peer[0]] >= self.max_connections_per_peer:
-            self.stats["connections_refused"] += 1
+        """Admit an accepted connection unless its peer, or everyone together, holds too many."""
+        if self._per_peer[conn.peer[0]] >= self.limits.max_per_peer:
+            self._stream_refused("connections_refused", conn)
+            return False
+        if len(self._counted) >= self.limits.max_total:
+            self._stream_refused("connections_limit", conn)
             return False
         self._register_connection(conn)
         return True
+
+    def _stream_refused(self, kind: str, conn: StreamConnection) -> None:
+        self.stats[kind] += 1
+        if self.on_stream_refused is not None:
+            self.on_stream_refused(kind, conn.peer[0])
+
+    @property
+    def stream_connections(self) -> int:
+        """Open TCP/TLS connections, TLS handshakes in progress included."""
+        return len(self._counted)
 
     def _register_connection(self, conn: StreamConnection) -> None:
         self._per_peer[conn.peer[0]] += 1
@@ -303,10 +332,23 @@ class SipEndpoint:
         self.connections[(conn.transport_name, conn.peer[0], conn.peer[1])] = conn
 
     def _sweep(self) -> None:
-        """Close stream connections idle for longer than ``idle_timeout`` (slowloris bound)."""
+        """Close stream connections over their time limits (slowloris bounds, ``StreamLimits``):
+        a TLS handshake not done in time, a message not complete in time however slowly its
+        bytes keep coming, or nothing at all for ``idle_timeout``."""
         now = self.loop.time()
+        limits = self.limits
         for conn in list(self.connections.values()):
-            if now - conn.last_activity > self.idle_timeout:
+            if conn.handshaking:
+                if now - conn.opened_at > limits.tls_handshake_timeout:
+                    self._stream_refused("tls_handshake_timeout", conn)
+                    conn.abort()
+            elif (
+                conn.message_started is not None
+                and now - conn.message_started > limits.message_timeout
+            ):
+                self._stream_refused("message_timeout", conn)
+                conn.abort()
+            elif now - conn.last_activity > limits.idle_timeout:
                 self.stats["idle_closed"] += 1
                 conn.abort()
         self._sweeps += 1

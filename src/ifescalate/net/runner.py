@@ -20,7 +20,7 @@ from ..sip.message import Response
 from .endpoint import SipEndpoint, Target
 from .security_gate import GateOptions, SecurityGate, single_user_expert
 from .tls import TlsOptions, client_context, server_context
-from .transport import ListenSpec
+from .transport import ListenSpec, StreamLimits
 from .ua import Call, CallFailed, IncomingCall, UaConfig, UserAgent, target_for_uri
 
 
@@ -36,6 +36,9 @@ class AgentOptions:
     #: no gate at all, the fast path of old.
     security: SecurityConfig | None = None
     gate: GateOptions = field(default_factory=GateOptions)
+    #: ``--message-timeout``, ``--tls-handshake-timeout``, ``--idle-timeout``,
+    #: ``--max-connections-per-peer``, ``--max-connections``.
+    stream: StreamLimits = field(default_factory=StreamLimits)
     #: ``--client-cert-fingerprint``: the ``--auth`` user must present one of these certificates.
     client_cert_fingerprints: tuple[str, ...] = ()
 
@@ -48,7 +51,7 @@ async def start_agent(opts: AgentOptions) -> UserAgent:
     """Bind every listener and return an attached user agent (the caller closes ua.endpoint)."""
     ua = UserAgent(opts.config)
     tls_client = client_context(opts.tls)
-    endpoint = SipEndpoint(ua, tls_client_context=tls_client)
+    endpoint = SipEndpoint(ua, tls_client_context=tls_client, limits=opts.stream)
     ua.attach(endpoint)
     server_tls = None
     if any(s.transport == "TLS" for s in opts.listen):

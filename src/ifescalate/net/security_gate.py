@@ -80,6 +80,20 @@ AuditSink = Callable[[AuditEntry], None]
 
 T = TypeVar("T")
 
+#: Connections the endpoint refused or cut off (``net.transport.StreamLimits``), by its stats key,
+#: as the transport layer's rejections. No response is sent (there is no request to answer, or the
+#: connection is refused outright); the status says what it would have been.
+STREAM_REJECTIONS = {
+    kind: Reject(status, phrase, Layer.TRANSPORT, label)
+    for kind, status, phrase, label in (
+        ("connections_refused", 503, "Service Unavailable", "connection_limit_peer"),
+        ("connections_limit", 503, "Service Unavailable", "connection_limit_total"),
+        ("message_timeout", 408, "Request Timeout", "message_timeout"),
+        ("tls_handshake_timeout", 408, "Request Timeout", "tls_handshake_timeout"),
+        ("tls_handshake_failed", 403, TLS_REQUIRED, "tls_handshake_failed"),
+    )
+}
+
 
 @dataclass(frozen=True, slots=True)
 class GateOptions:
@@ -181,6 +195,7 @@ class SecurityGate:
         """Put the gate in front of ``endpoint`` and tell the user agent who was verified here."""
         self.endpoint = endpoint
         endpoint.gate = self.admit
+        endpoint.on_stream_refused = self.stream_refused
         self.ua.verified_user = self.verified_user
 
     async def share_nonce_key(self) -> bool:
@@ -324,7 +339,7 @@ class SecurityGate:
             if user is not None:
                 self._verified = (req, user)
             return True
-        self._account(decision, source, now)
+        self._account(decision, source.host, now)
         if req.method == "ACK":
             return False  # §17.2.1: an ACK is never answered
         if self.options.drop_failed_invites and req.method == "INVITE" and decision.audit:
@@ -368,13 +383,20 @@ class SecurityGate:
         except SipError:
             log.debug("could not answer %s with %s", req.method, resp.status)
 
-    def _account(self, decision: Reject, source: Source, now: float) -> None:
+    def stream_refused(self, kind: str, host: str) -> None:
+        """The endpoint refused or cut off a TCP/TLS connection from ``host`` (its StreamLimits):
+        audited and counted like a rejection, so a slowloris is witnessed as one."""
+        rejection = STREAM_REJECTIONS.get(kind)
+        if rejection is not None:
+            self._account(rejection, host, self.clock())
+
+    def _account(self, decision: Reject, host: str, now: float) -> None:
         self.stats[f"{decision.layer.value}:{decision.reason_label}"] += 1
         if decision.audit:
             self.stats["rejected"] += 1
             if self.metrics is not None:
                 self.metrics.security_rejection(decision.layer.value, decision.reason_label)
-        self._emit(self.aggregator.add(decision, source.host, now))
+        self._emit(self.aggregator.add(decision, host, now))
         self._arm_flush(now)
 
     def _arm_flush(self, now: float) -> None:

@@ -19,6 +19,7 @@ from typing import Protocol, cast
 from ..sip.errors import SipParseError
 from ..sip.framing import StreamFramer, StreamItem
 from .tls import TlsFacts, tls_facts
+from .tls_session import TlsServerSession
 
 log = logging.getLogger("ifescalate.net")
 
@@ -53,6 +54,8 @@ class Receiver(Protocol):
     def stream_error(self, error: SipParseError, source: Source) -> None: ...
 
     def connection_lost(self, conn: StreamConnection) -> None: ...
+
+    def stream_tls_failed(self, error: ssl.SSLError, conn: StreamConnection) -> None: ...
 
 
 class UdpListener(asyncio.DatagramProtocol):
@@ -101,8 +104,41 @@ class UdpListener(asyncio.DatagramProtocol):
             self.transport.sendto(data, (host, port))
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Bounds on stream (TCP/TLS) connections against slow and many-connection attacks.
+
+    RFC 3261 and RFC 5626 give no numbers. ``message_timeout``: a message must be complete this
+    many seconds after its first byte (nginx's ``client_header_timeout``, Kamailio's
+    ``tcp_msg_read_timeout`` of 20 s; a SIP message is at most 64 KB and real clients write it at
+    once), so a peer dribbling a byte a second is cut off however "active" it looks.
+    ``tls_handshake_timeout``: the TLS handshake must finish in this time after the TCP accept.
+    ``idle_timeout``: nothing at all received or sent for this long (RFC 5626 keep-alives every
+    ~120 s keep a registered flow open; the default is above them). ``max_per_peer`` connections
+    from one source address and ``max_total`` from everyone, handshakes included.
+    """
+
+    message_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_per_peer: int = 16
+    max_total: int = 1000
+
+    def __post_init__(self) -> None:
+        if min(self.message_timeout, self.tls_handshake_timeout, self.idle_timeout) <= 0:
+            raise ValueError("stream timeouts must be positive")
+        if self.max_per_peer < 1 or self.max_total < 1:
+            raise ValueError("connection limits must be at least 1")
+
+
 class StreamConnection(asyncio.Protocol):
-    """One TCP or TLS connection, accepted or opened by us."""
+    """One TCP or TLS connection, accepted or opened by us.
+
+    An accepted TLS connection is taken as plain TCP and runs its TLS session here
+    (``tls_server``, ``tls_session.py``), so it is admitted, counted and timed from the TCP accept
+    on: a client that never finishes its handshake holds a slot of its address's limit and is
+    closed by the endpoint's sweep.
+    """
 
     def __init__(
         self,
@@ -111,6 +147,7 @@ class StreamConnection(asyncio.Protocol):
         transport_name: str,
         max_size: int,
         on_open: Callable[[StreamConnection], bool] | None = None,
+        tls_server: ssl.SSLContext | None = None,
     ) -> None:
         self.receiver = receiver
         self.transport_name = transport_name
@@ -120,9 +157,17 @@ class StreamConnection(asyncio.Protocol):
         self.local: tuple[str, int] = ("", 0)
         self.tls: TlsFacts | None = None
         self.last_activity = 0.0
+        self.opened_at = 0.0
+        #: When the first byte of the message now being received arrived (None: between messages).
+        self.message_started: float | None = None
+        #: True from the TCP accept until the TLS handshake is done (nothing is sent meanwhile).
+        self.handshaking = False
         self.closed = asyncio.get_running_loop().create_future()
         self._on_open = on_open
         self._source: Source | None = None
+        self._tls_server = tls_server
+        self._session: TlsServerSession | None = None
+        self._lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -133,10 +178,36 @@ class StreamConnection(asyncio.Protocol):
         sslobj = transport.get_extra_info("ssl_object")
         if isinstance(sslobj, ssl.SSLObject | ssl.SSLSocket):
             self.tls = tls_facts(sslobj)
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self.opened_at = asyncio.get_running_loop().time()
         self._source = Source(self.transport_name, self.peer[0], self.peer[1], conn=self)
         if self._on_open is not None and not self._on_open(self):
             self.transport.abort()
+            return
+        if self._tls_server is not None:
+            self._session = TlsServerSession(self._tls_server)
+            self.handshaking = True
+
+    def _decrypt(self, data: bytes) -> bytes | None:
+        """TLS records in, plaintext out (None: the connection is done). Handshake replies,
+        session tickets and alerts go straight back to the socket."""
+        session = self._session
+        assert session is not None and self.transport is not None
+        try:
+            plain, out, closed = session.receive(data)
+        except ssl.SSLError as exc:
+            if out := session.pending():
+                self.transport.write(out)  # the alert that says why
+            self.receiver.stream_tls_failed(exc, self)
+            self.transport.close()
+            return None
+        if out:
+            self.transport.write(out)
+        if self.handshaking and session.handshaken:
+            self.handshaking = False
+            self.tls = tls_facts(session.obj)
+        if closed:
+            self.transport.close()
+        return plain
 
     @property
     def source(self) -> Source:
@@ -144,34 +215,56 @@ class StreamConnection(asyncio.Protocol):
         return self._source
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        self.last_activity = now
+        if self._session is not None:
+            plain = self._decrypt(data)
+            if not plain:
+                return
+            data = plain
+        framer = self.framer
         while True:
             try:
-                items = self.framer.feed(data)
+                items = framer.feed(data)
             except SipParseError as exc:
                 # A stream cannot resynchronise after a framing error: close this connection only.
                 self.receiver.stream_error(exc, self.source)
                 self.abort()
                 return
+            # The clock of the message being received starts with its first byte (or now, for
+            # leftover bytes after whole messages): trickling more bytes never resets it.
+            if not framer.in_message:
+                self.message_started = None
+            elif items or self.message_started is None:
+                self.message_started = now
             for item in items:
                 self.receiver.stream_item_received(item, self.source)
-            if not items or not self.framer.buffered or not self.is_open:
+            if not items or not framer.buffered or not self.is_open:
                 return
             data = b""  # messages came before leftover bytes: frame those now (they may be bad)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
         if not self.closed.done():
             self.closed.set_result(None)
         self.receiver.connection_lost(self)
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.is_open:
+            assert self.transport is not None
             self.last_activity = asyncio.get_running_loop().time()
+            if self._session is not None:
+                data = self._session.send(data)
             self.transport.write(data)
 
     @property
     def is_open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
+        """Open and, for TLS, past its handshake (nothing may go out in the clear before)."""
+        return (
+            self.transport is not None and not self.handshaking and not self.transport.is_closing()
+        )
 
     def abort(self) -> None:
         if self.transport is not None:

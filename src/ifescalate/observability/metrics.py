@@ -73,6 +73,11 @@ class Metrics:
             registry=r,
         )
         self._active = Gauge("sip_active_calls", "Calls currently connected", registry=r)
+        self._streams = Gauge(
+            "sip_stream_connections",
+            "Open SIP TCP/TLS connections, TLS handshakes in progress included",
+            registry=r,
+        )
         self._responses = Counter(
             "sip_responses_total",
             "SIP responses sent and received",
@@ -133,6 +138,10 @@ class Metrics:
     def set_active_calls(self, count: int) -> None:
         """Resets the gauge from the true count (after a restart or a reconciliation)."""
         self._active.set(count)
+
+    def set_stream_connections(self, count: int) -> None:
+        """The endpoint's open stream connections, read at scrape time."""
+        self._streams.set(count)
 
     def sip_response(self, status: int, count: int = 1) -> None:
         if count > 0:

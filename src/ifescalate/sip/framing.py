@@ -39,6 +39,8 @@ class ParseFailure:
 
 StreamItem = Request | Response | KeepAlivePing | ParseFailure
 
+_CRLF_BYTES = frozenset(b"\r\n")
+
 
 class _Pending(NamedTuple):
     """A head that has been framed while its body is still arriving."""
@@ -74,6 +76,14 @@ class StreamFramer:
     def buffered(self) -> int:
         """Bytes received but not yet part of a whole message."""
         return len(self._buf)
+
+    @property
+    def in_message(self) -> bool:
+        """Some bytes of a message have arrived but not all of it. CRLFs between messages (§7.5,
+        a keep-alive still being written) do not count: only a started message is held to the
+        transport's time limit for completing it."""
+        buf = self._buf
+        return self._pending is not None or (len(buf) > 0 and buf[0] not in _CRLF_BYTES)
 
     def feed(self, data: bytes) -> list[StreamItem]:
         """Add bytes; return every message completed by them.
