@@ -170,9 +170,13 @@ class RoomParticipant:
         return self._up.process_checked(frame)
 
     def deliver(self, frame: AudioFrame) -> None:
-        """This tick's mix-minus at :attr:`mix_rate`: resampled to :attr:`rate` and queued."""
+        """This tick's mix-minus at :attr:`mix_rate`: resampled to :attr:`rate` and queued.
+
+        ``frame`` is kept as it is at the same rate: the room hands over a fresh array each tick
+        and nobody writes into queued frames (the network side encodes them).
+        """
         # The room's own frames (checked by the mixer): resampled without a second check.
-        self.output.push(frame.copy() if self._same_rate else self._down.process_checked(frame))
+        self.output.push(frame if self._same_rate else self._down.process_checked(frame))
         if self.on_output is not None:
             self.on_output()
 
@@ -294,8 +298,10 @@ class SipLegParticipant(RoomParticipant):
         )
 
     def sink(self, frame: AudioFrame) -> None:
-        """RTP receive side: same as :meth:`push_input`."""
-        self.push_input(frame)
+        """RTP receive side: :meth:`push_input` without the copy (the session hands over a frame
+        its jitter buffer no longer writes; the room only reads input frames)."""
+        check_frame(frame, self.rate)
+        self.input.push(frame)
 
     def source(self) -> AudioFrame:
         """RTP send side: the next mixed frame, or silence so the far end keeps getting packets."""

@@ -134,6 +134,9 @@ class Room:
         self._playing: dict[str, int] = {}  # participant -> index of its next announcement frame
         self._recorder = None if record_path is None else WavRecorder(record_path, rate)
         self._events: list[RoomEvent] = []
+        # The participants in the mixer's order (Mixer.mix_ordered), for the mixer's id list.
+        self._tick_ids: list[str] = []
+        self._tick_order: list[RoomParticipant] = []
         self.closed = False
         self.ticks = 0
 
@@ -260,19 +263,24 @@ class Room:
         """One 20 ms step: pull inputs, mix-minus, announcement, deliver, record, events."""
         if self.closed:
             return
-        participants = self._participants
-        inputs = {pid: p.pull_input() for pid, p in participants.items()}
-        outputs = self._mixer.mix(inputs)
+        order = self._mixer.order
+        if order is not self._tick_ids:  # membership or rights changed: the mixer's new order
+            self._tick_ids = order
+            self._tick_order = [self._participants[pid] for pid in order]
+        listeners = self._tick_order
+        frames = [p.pull_input() for p in listeners]
+        mixed = self._mixer.mix_ordered(frames)
         if self._playing:
-            for pid, frame in outputs.items():
-                participants[pid].deliver(self._overlay(pid, frame))
+            for participant, frame in zip(listeners, mixed, strict=True):
+                participant.deliver(self._overlay(participant.id, frame))
             self._retune()  # an announcement that ended may let the room mix lower
         else:  # the usual tick: no announcement is playing
-            for pid, frame in outputs.items():
-                participants[pid].deliver(frame)
+            for participant, frame in zip(listeners, mixed, strict=True):
+                participant.deliver(frame)
         if self._recorder is not None:
-            self._recorder.write(self._room_mix(inputs))
-        self._speaking_events(now)
+            self._recorder.write(self._room_mix(dict(zip(order, frames, strict=True))))
+        if self._mixer.has_events:
+            self._speaking_events(now)
         self.ticks += 1
 
     def _overlay(self, participant_id: str, frame: AudioFrame) -> AudioFrame:

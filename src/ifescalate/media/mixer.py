@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -222,11 +222,26 @@ class Mixer:
             if pid not in participants:
                 unknown = set(inputs) - set(participants)
                 raise MixerError(f"input for unknown participants {sorted(unknown)}")
+        order = self.order
+        mixed = self.mix_ordered([inputs.get(pid) for pid in order])
+        return dict(zip(order, mixed, strict=True))
+
+    @property
+    def order(self) -> list[str]:
+        """Participant ids in the order :meth:`mix_ordered` takes and returns frames (join
+        order; the list changes identity after any change of membership or rights)."""
         plan = self._plan if self._plan is not None else self._make_plan()
+        return plan.ids
+
+    def mix_ordered(self, frames: Sequence[AudioFrame | None]) -> list[AudioFrame]:
+        """:meth:`mix` by position: ``frames[i]`` is the input of ``order[i]`` (None: silence);
+        returns the mix-minus of each in the same order. The room's tick: no dicts per tick."""
+        plan = self._plan if self._plan is not None else self._make_plan()
+        if len(frames) != len(plan.ids):
+            raise MixerError(f"{len(frames)} frames for {len(plan.ids)} participants")
         stacked = plan.stacked
         present: list[bool] = []
-        for row, pid in enumerate(plan.ids):
-            frame = inputs.get(pid)
+        for row, frame in enumerate(frames):
             if frame is None:
                 stacked[row] = 0.0
                 present.append(False)
@@ -248,7 +263,12 @@ class Mixer:
         mixed = plan.mixed
         np.matmul(plan.hears, stacked, out=mixed)
         result: AudioFrame = saturate(mixed).astype(np.int16)
-        return {pid: result[row] for row, pid in enumerate(plan.ids)}
+        return [result[row] for row in range(len(frames))]  # list(result) is 5x slower
+
+    @property
+    def has_events(self) -> bool:
+        """Speaking events are waiting for :meth:`pop_events`."""
+        return bool(self._events)
 
     def pop_events(self) -> list[MixerEvent]:
         """Speaking events since the last call, oldest first."""
