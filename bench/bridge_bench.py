@@ -19,7 +19,8 @@
     an expert SIP leg (a real serve-side MediaSession on loopback UDP behind the real ``Bridge``:
     jitter buffer, G.711, RTP/RTCP), an agent (pcm16@16k) and a chair (mu-law@8k) fed 20 ms frames
     through ``push_bytes`` / ``pull_output_bytes``. The "phone" side is the harness: one socket
-    that sends each call a pre-encoded RTP packet every 20 ms (its CPU is timed and reported apart).
+    that sends each call a pre-encoded RTP packet every 20 ms and drains what the calls send
+    (its CPU, send and receive, is timed and reported apart).
     The load grows until more than 0.5% of the frames the product makes are late (> 5 ms after
     their deadline) or dropped (skipped ticks): the room's frames (RoomClock ticks, what the
     agents get) and the RTP frames sent to the expert (the MediaSession send clock,
@@ -467,6 +468,12 @@ class Load:
         while call.chair.pull_output_bytes() is not None:
             pass
 
+    def drain(self) -> None:
+        """The phones' receive side (harness CPU, timed apart like their sends)."""
+        h0 = time.perf_counter()
+        drain(self.phone)
+        self.harness_s += time.perf_counter() - h0
+
     def stop(self) -> None:
         for call in self.calls:
             if call.handle is not None:
@@ -505,7 +512,7 @@ async def measure_capacity(steps: list[int], seconds: float, budget: float) -> l
     phone.setblocking(False)
     phone.bind((HOST, 0))
     load = Load(loop, Council(announcement=()), RtpPortPool(53000, 59999), phone)
-    loop.add_reader(phone.fileno(), drain, phone)
+    loop.add_reader(phone.fileno(), load.drain)
     out: list[Step] = []
     deadline = time.monotonic() + budget
     try:

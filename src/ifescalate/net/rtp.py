@@ -569,14 +569,15 @@ class MediaSession:
     # -- receiving RTP ----------------------------------------------------------------------------
 
     def _read_rtp(self) -> None:
-        for _ in range(_READ_BURST):
-            try:
-                data, addr = self._rtp_sock.recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # e.g. ICMP port unreachable surfaced as ECONNREFUSED: nothing to read
-            self._on_rtp(data, (addr[0], addr[1]), self.loop.time())
+        # One datagram per readable event: the loop's readiness is level-triggered (uvloop and
+        # the selector loops), so a second datagram wakes us again on the next iteration. Reading
+        # on until EAGAIN cost a failed recvfrom and an exception per packet in the usual case of
+        # one packet per 20 ms (and a flood still gets one datagram per iteration, not 64).
+        try:
+            data, addr = self._rtp_sock.recvfrom(_MAX_DATAGRAM)
+        except OSError:
+            return  # EAGAIN, EINTR, or ICMP port unreachable surfaced as ECONNREFUSED
+        self._on_rtp(data, (addr[0], addr[1]), self.loop.time())
 
     def _source_ok(self, addr: tuple[str, int]) -> bool:
         if self.latched:
