@@ -81,6 +81,12 @@ def _add_media(p: argparse.ArgumentParser, *, echo: bool) -> None:
         action="store_true",
         help="do not offer or accept RTP/RTCP on one port (RFC 5761)",
     )
+    p.add_argument(
+        "--rtp-ports",
+        metavar="LOW-HIGH",
+        default="40000-49999",
+        help="UDP port range for RTP/RTCP pairs (default 40000-49999)",
+    )
 
 
 def _add_security(p: argparse.ArgumentParser) -> None:
@@ -294,6 +300,7 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
             codecs=[c.strip() for c in codecs_arg.split(",")] if codecs_arg else None,
             no_media_timeout=getattr(args, "no_media_timeout", 30.0),
             rtcp_mux=not getattr(args, "no_rtcp_mux", False),
+            rtp_ports=getattr(args, "rtp_ports", "40000-49999"),
         )
     security, gate = _security(args)
     return AgentOptions(

@@ -29,7 +29,7 @@ from ..media.frames import AudioFrame, MediaError, samples_per_frame
 from ..media.resample import Resampler
 from ..sip.sdp import NotAcceptableHere
 from .codec_prefs import DEFAULT_PREFERENCE
-from .rtp import MediaConfig, MediaSession, RtpPortError
+from .rtp import MediaConfig, MediaSession, RtpPortError, RtpPortPool
 
 if TYPE_CHECKING:
     from ..sip.sdp import Codec
@@ -253,13 +253,19 @@ def cli_media_config(
     codecs: Sequence[str] | None = None,
     no_media_timeout: float = 30.0,
     rtcp_mux: bool = True,
+    rtp_ports: str = "40000-49999",
 ) -> MediaConfig:
     """``--play WAV`` / ``--record WAV`` / ``--echo`` as a MediaConfig for ``UaConfig.media``.
 
     Files are played and recorded at the negotiated codec's sample rate; ``codecs`` (encoding
     names, best first) replaces the default preference opus > G722 > PCMU > PCMA.
-    ``no_media_timeout`` (0: never) and ``rtcp_mux`` are :class:`MediaConfig`'s.
+    ``no_media_timeout`` (0: never) and ``rtcp_mux`` are :class:`MediaConfig`'s; ``rtp_ports``
+    is its port range as ``LOW-HIGH``.
     """
+    low, sep, high = rtp_ports.partition("-")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+        raise MediaError(f"--rtp-ports takes LOW-HIGH, got {rtp_ports!r}")
+    RtpPortPool(int(low), int(high))  # raises ValueError for a range without an even/odd pair
     if no_media_timeout < 0:
         raise MediaError(f"--no-media-timeout must be 0 or more seconds, got {no_media_timeout}")
     calls = [0]
@@ -290,6 +296,8 @@ def cli_media_config(
             session.on_close.append(lambda: _say(f"media ended {session.stats()}"))
 
     return MediaConfig(
+        port_start=int(low),
+        port_end=int(high),
         on_start=on_start,
         no_media_timeout=no_media_timeout,
         rtcp_mux=rtcp_mux,
