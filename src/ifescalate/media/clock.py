@@ -10,17 +10,18 @@ should drop, if it fell too far behind), and the schedule stays where it was.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ifescalate.media.frames import FRAME_SECONDS, MediaError
 
 
-@dataclass(frozen=True, slots=True)
-class Ticks:
+class Ticks(NamedTuple):
     """What :meth:`MediaClock.advance` found due.
 
     ``due`` ticks should be run now (first index ``first``); ``skipped`` more were due but are
-    dropped because the caller fell further behind than ``max_catchup`` allows.
+    dropped because the caller fell further behind than ``max_catchup`` allows. A named tuple
+    (immutable like a frozen dataclass, ~3x cheaper to make: every media clock makes one per
+    20 ms tick).
     """
 
     first: int

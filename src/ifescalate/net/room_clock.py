@@ -117,14 +117,19 @@ class SharedTicker:
         self._handle = None
         heap, loop, early = self._heap, self.loop, self.early
         limit = next(self._seq)  # what gets scheduled from here on waits for the next wake-up
+        horizon = loop.time() + early
         try:
             while heap:
                 when, seq, handle = heap[0]
                 if handle.cancelled:
                     heapq.heappop(heap)
                     continue
-                if seq > limit or when > loop.time() + early:
+                if seq > limit:
                     break
+                if when > horizon:  # not due at the last look: look at the clock again
+                    horizon = loop.time() + early
+                    if when > horizon:
+                        break
                 heapq.heappop(heap)
                 handle.callback()
         finally:
@@ -219,13 +224,15 @@ class RoomClock:
         clock = self._clock
         assert clock is not None  # armed only by start(), which made it
         now = self.loop.time()
-        ticks = clock.advance(now + EARLY)  # the ticker runs a deadline up to EARLY before it
-        self.stats.skipped += ticks.skipped
-        for index in range(ticks.first, ticks.first + ticks.due):
+        first, due, skipped = clock.advance(now + EARLY)  # the ticker runs up to EARLY early
+        stats = self.stats
+        stats.skipped += skipped
+        for index in range(first, first + due):
             lateness = now - clock.deadline(index)
-            self.stats.max_lateness = max(self.stats.max_lateness, lateness)
-            self.stats.late += lateness > self.late_threshold
+            if lateness > stats.max_lateness:
+                stats.max_lateness = lateness
+            stats.late += lateness > self.late_threshold
             self.room.tick(now)
-            self.stats.ticks += 1
-        if ticks.due and self.after_tick is not None:
+            stats.ticks += 1
+        if due and self.after_tick is not None:
             self.after_tick()
