@@ -21,6 +21,15 @@ from tests.peers.baresip import TERMINATED
 pytestmark = pytest.mark.interop
 
 NO_MEDIA = 2.0
+
+
+def own_rtp_ports() -> list[str]:
+    """``--rtp-ports`` on a range of our own: every answerer's default pool starts at 40000, and on
+    a loopback shared with other runs a stale stream aimed there would be latched instead of ours."""
+    low = free_port("udp") & ~1
+    return ["--rtp-ports", f"{low}-{min(low + 19, 65535)}"]
+
+
 ANSWER = ["--media", "--no-media-timeout", str(NO_MEDIA)]
 DIRECTION = r"^media (\w+) call-id \S+ sent (\d+)$"
 
@@ -32,7 +41,7 @@ def _directions(output: str) -> list[tuple[str, int]]:
 def test_sipp_holds_three_ways_then_resumes_and_goes_silent() -> None:
     # uac_hold.xml: sendonly, inactive, c=0.0.0.0 (1.5 s each: 4.5 s held > the 2 s timeout), then
     # sendrecv; it checks each 200's direction and then waits for our BYE. SIPp sends no RTP at all.
-    with Answerer(f"udp:{HOST}:0", verbose=True, extra=ANSWER) as answerer:
+    with Answerer(f"udp:{HOST}:0", verbose=True, extra=ANSWER + own_rtp_ports()) as answerer:
         started = time.monotonic()
         result = run_sipp(
             [
@@ -59,7 +68,7 @@ def test_sipp_holds_three_ways_then_resumes_and_goes_silent() -> None:
 def test_baresip_holds_and_resumes_our_answerer(tmp_path: Path) -> None:
     mic = write_tone_wav(tmp_path / "tone-440.wav", seconds=40.0)
     ours = write_tone_wav(tmp_path / "tone-1000.wav", seconds=5.0, freq=1000)
-    extra = [*ANSWER, "--play", str(ours)]
+    extra = [*ANSWER, *own_rtp_ports(), "--play", str(ours)]
     with Answerer(f"udp:{HOST}:0", verbose=True, extra=extra) as answerer:
         with Baresip(
             "alice", dial=answerer.uri("udp"), duration=12, control=True, record=True,
