@@ -137,6 +137,45 @@ class TokenStore:
         )
         return token
 
+    def import_token(self, token: str, principal: str, scopes: Iterable[Scope | str]) -> bool:
+        """Stores the hash of a token made elsewhere (``create`` on another data dir), so that one
+        secret is valid on every instance of a fleet (a Prometheus scrape, a readiness probe, a
+        council agent behind a load balancer). True when added; False when this exact token is
+        already present with the same principal and scopes. Raises TokenError for a malformed token,
+        or when its id is taken by a different token, principal or scope set."""
+        if not principal or len(principal) > 200 or not principal.isprintable():
+            raise TokenError("principal must be 1-200 printable characters")
+        parsed = _parse_scopes(scopes)
+        parts = token.split("_", 2)
+        # The same shape and strength create() gives: 12 hex id, 32 random bytes in base64url.
+        if (
+            len(parts) != 3
+            or parts[0] != _PREFIX
+            or len(parts[1]) != _ID_HEX
+            or any(c not in "0123456789abcdef" for c in parts[1])
+            or len(parts[2]) < 43
+            or not all(c.isalnum() or c in "-_" for c in parts[2])
+        ):
+            raise TokenError("not an ifescalate token (ife_<12 hex>_<43+ base64url characters>)")
+        row = self._db.execute(
+            "SELECT sha256, principal, scopes, revoked FROM api_tokens WHERE id = ?", (parts[1],)
+        ).fetchone()
+        if row is not None:
+            stored, have_principal, have_scopes, revoked = row
+            same = hmac.compare_digest(stored, _digest(token)) and have_principal == principal
+            if not same or _decode_scopes(have_scopes) != parsed:
+                raise TokenError(
+                    f"token id {parts[1]} exists with another secret, principal or scopes"
+                )
+            if revoked:
+                raise TokenError(f"token {parts[1]} was revoked here; make a new one")
+            return False
+        self._db.execute(
+            "INSERT INTO api_tokens(id, sha256, principal, scopes, created_at) VALUES (?,?,?,?,?)",
+            (parts[1], _digest(token), principal, _encode_scopes(parsed), self._clock()),
+        )
+        return True
+
     def verify(self, token: str) -> Principal | None:
         """The principal for a presented token, or None (unknown, malformed, revoked)."""
         parts = token.split("_", 2)
