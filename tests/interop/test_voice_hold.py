@@ -98,3 +98,41 @@ def test_baresip_holds_and_resumes_our_answerer(tmp_path: Path) -> None:
     assert "no-media" not in answerer.output()
     # baresip's hold re-INVITE and our answer, as seen on its side (RFC 3264 §6.1).
     assert re.search(r"^a=sendonly\r?$", log, re.M) and re.search(r"^a=recvonly\r?$", log, re.M)
+
+
+def test_baresip_holds_an_srtp_call_over_tls(dev_cert: tuple[Path, Path]) -> None:
+    # baresip's hold re-INVITE repeats its SDES key (RFC 4568 §7.1.4): we must answer with our same key,
+    # not 488 it, and SRTP must carry on both ways after the resume.
+    cert, _ = dev_cert
+    extra = [*ANSWER, *own_rtp_ports()]
+    with Answerer(f"tls:{HOST}:0", tls=dev_cert, verbose=True, extra=extra) as answerer:
+        uri = f"sip:bob@{HOST}:{answerer.port('tls')};transport=tls"
+        secure = {"tls": dev_cert, "ca": cert, "srtp": True}
+        with Baresip(
+            "alice",
+            dial=uri,
+            duration=9,
+            control=True,
+            sip_trace=True,
+            **secure,  # type: ignore[arg-type]
+        ) as alice:
+            alice.wait_established(timeout=10)
+            time.sleep(1.0)
+            assert alice.command("hold")["ok"], alice.log()
+            wait_output(answerer, r"^media recvonly call-id ")
+            time.sleep(1.5 * NO_MEDIA)
+            assert alice.command("resume")["ok"], alice.log()
+            wait_output(answerer, r"^media sendrecv call-id ")
+            alice.wait_for(TERMINATED, timeout=15)
+            log = alice.log()
+        stats = wait_output(answerer, r"^media ended (.*)$").group(1)
+    assert re.search(r"^media \S+ PCMU port \d+ srtp True$", answerer.output(), re.M)
+    assert "no-media" not in answerer.output()
+    # Our three 200s (INVITE, hold, resume) carry one and the same key; so do baresip's offers.
+    ours = re.findall(r"SIP/2.0 200 OK.*?a=crypto:\d+ \S+ (inline:\S+)", log, re.S)
+    assert len(ours) >= 3 and len(set(ours)) == 1, ours
+    # SRTP kept authenticating after the resume: 7 of the 9 s carried RTP, none of it lost. (baresip
+    # 1.0 re-creates its SRTP contexts at each re-INVITE, "SRTP is Enabled" again, and its SRTCP
+    # after that fails our SRTCP check: counted in 'dropped', not asserted here; see docs/sip.md.)
+    received = int(re.search(r"'received': (\d+)", stats).group(1))  # type: ignore[union-attr]
+    assert received > 150 and "'lost': 0" in stats, stats
