@@ -343,6 +343,7 @@ class App:
             no_media_timeout=m.no_media_timeout,
             srtp=m.srtp,  # type: ignore[arg-type]
             codecs=tuple(m.codecs),
+            rtcp_mux=m.rtcp_mux,
         )
 
     async def _start_api(self) -> None:

@@ -70,6 +70,8 @@ class MediaSettings:
     srtp: str = "auto"
     #: Audio codecs offered and accepted, best first (opus, G722, PCMU, PCMA).
     codecs: list[str] = field(default_factory=lambda: ["opus", "G722", "PCMU", "PCMA"])
+    #: Offer and accept RTP and RTCP on one port (RFC 5761); peers without it keep port + 1.
+    rtcp_mux: bool = True
 
 
 @dataclass(slots=True)
