@@ -25,7 +25,9 @@
     their deadline) or dropped (skipped ticks): the room's frames (RoomClock ticks, what the
     agents get) and the RTP frames sent to the expert (the MediaSession send clock,
     ``MediaSession.clock_stats``; before, only room ticks were counted, although a late send
-    tick is a late frame for the expert). CPU per call = product CPU time / calls / seconds.
+    tick is a late frame for the expert). A bridged session now sends inside the room's tick
+    (``RoomClock.drive``): its frames are the room ticks' and its own clock counts only while it
+    runs alone. CPU per call = product CPU time / calls / seconds.
 
 Targets: added latency p95 < 40 ms; >= 200 concurrent G.711 calls per core with < 0.5% late
 frames. What is not in (b): WebSocket framing of the agents' frames (aiohttp), SRTP, the witness.

@@ -150,3 +150,60 @@ def test_clock_drives_a_room_and_dispatches_its_events() -> None:
         assert "SPEAKING_STARTED" in events
 
     asyncio.run(asyncio.wait_for(body(), 10))
+
+
+def test_a_driven_rtp_leg_ticks_with_the_room_and_gets_its_own_clock_back() -> None:
+    """A bridged session sends and receives inside the room's ticks (no clock of its own), and
+    resumes its own clock when the room clock stops or lets it go."""
+    from ifescalate.net.rtp import MediaConfig, MediaSession, RtpPortPool
+    from ifescalate.sip.sdp import PCMU, TELEPHONE_EVENT
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        pool = RtpPortPool(41790, 41799)
+        config = MediaConfig(no_media_timeout=0.0, srtp="off")
+        serve = MediaSession(loop, pool, "127.0.0.1", config=config)
+        phone = MediaSession(loop, pool, "127.0.0.1", config=config)
+        offer = serve.offer(
+            address="127.0.0.1", codecs=(PCMU, TELEPHONE_EVENT), session_id=1, secure=False
+        )
+        serve.accept_answer(
+            phone.answer(offer, address="127.0.0.1", codecs=(PCMU, TELEPHONE_EVENT), session_id=2)
+        )
+        council = Council(announcement=())
+        room = council.open_room("esc")
+        leg = SipLegParticipant("expert")
+        agent = AgentParticipant("agent", Role.AGENT, AgentFormat.PCM16_16000)
+        council.join("esc", leg, loop.time())
+        council.join("esc", agent, loop.time())
+        serve.sink, serve.source = leg.sink, leg.pull_output
+        heard: list[np.ndarray] = []
+        phone.sink = heard.append
+        tone = np.rint(8000 * np.sin(2 * np.pi * 1000 * np.arange(320) / 16000)).astype(np.int16)
+        clock = RoomClock(room, loop)
+        try:
+            serve.start()
+            phone.start()
+            clock.start()
+            clock.drive(serve)
+            for _ in range(25):  # 0.5 s of agent speech through the room to the phone
+                agent.push_input(tone)
+                await asyncio.sleep(0.02)
+            assert serve.clock_stats.ticks == 0  # no tick of its own while driven
+            assert serve.counters.sent >= 20 and clock.stats.ticks >= 20
+            assert max(int(np.abs(f).max()) for f in heard) > 4000  # the agent reached the phone
+            clock.stop()  # the bridge closes before the call ends: RTP goes on
+            sent = serve.counters.sent
+            await asyncio.sleep(0.2)
+            assert serve.clock_stats.ticks >= 5 and serve.counters.sent >= sent + 5
+            clock.start()
+            clock.drive(serve)
+            serve.on_close.append(lambda: clock.release(serve))  # as escalation/bridge.py does
+            serve.close()  # the call ended while bridged: the clock lets go
+            assert clock._legs == [] and clock.running
+        finally:
+            clock.stop()
+            serve.close()
+            phone.close()
+
+    asyncio.run(asyncio.wait_for(body(), 10))

@@ -1,7 +1,8 @@
 """Bridging an expert's call into the escalation's council room (ARCHITECTURE.md step 4).
 
 The expert's RTP session is wired to a ``SipLegParticipant``: what the expert says goes into the room,
-the expert's mix-minus comes back out. A ``RoomClock`` ticks the room every 20 ms; room events
+the expert's mix-minus comes back out. A ``RoomClock`` ticks the room every 20 ms, and the bridged
+sessions' send and receive ticks with it (the sessions resume their own clocks when it stops); room events
 (joins, speaking, rights, the announcement) are handed to ``on_event`` for the witness and the
 event stream. Closing returns the recording (SHA-256 for the TERMINATED entry) and the RTP figures.
 """
@@ -50,6 +51,11 @@ class Bridge:
         if self._clock is None:
             self._clock = RoomClock(self.room, loop, after_tick=self._dispatch)
             self._clock.start()
+        # The session's 20 ms ticks run inside the room's: one clock per call, and the expert's
+        # frame is mixed and the mix-minus sent in one tick (net/room_clock.py).
+        clock = self._clock
+        clock.drive(session)
+        session.on_close.append(lambda: clock.release(session))
 
     def _dispatch(self) -> None:
         self.council.dispatch(self.escalation_id)

@@ -34,6 +34,7 @@ __all__ = [
     "EARLY",
     "LATE_THRESHOLD",
     "ClockStats",
+    "Leg",
     "RoomClock",
     "SharedTicker",
     "Tickable",
@@ -142,6 +143,16 @@ class Tickable(Protocol):
     def tick(self, now: float) -> None: ...
 
 
+class Leg(Protocol):
+    """An RTP session whose ticks the room clock runs (``net.rtp.MediaSession``)."""
+
+    def follow(self) -> None: ...
+    def lead(self) -> None: ...
+    def receive_tick(self, now: float) -> None: ...
+    def send_tick(self, now: float) -> None: ...
+    def after_ticks(self, now: float, skipped: int) -> None: ...
+
+
 @dataclass(slots=True)
 class ClockStats:
     """Counters since :meth:`RoomClock.start`: ticks run, late ones, dropped ones, worst delay."""
@@ -154,6 +165,12 @@ class ClockStats:
 
 class RoomClock:
     """Calls ``room.tick(now)`` every 20 ms on ``loop``, then ``after_tick()`` once per wake-up.
+
+    Legs it :meth:`drive` (the bridged calls' RTP sessions) tick with the room instead of on a
+    clock of their own: each tick plays their jitter buffers' frames into the room, mixes, and
+    sends the mix-minus at once. One clock per call instead of two (each costs a timer, a clock
+    step and a schedule entry per 20 ms), and no wait of up to 20 ms between two independent
+    phases on each way through the room.
 
     ``after_tick`` is where the owner dispatches the room's events
     (``lambda: council.dispatch(escalation_id)``) or feeds test signals. An exception from either
@@ -181,6 +198,7 @@ class RoomClock:
         self._handle: TickerHandle | None = None
         self._ticker = SharedTicker.for_loop(loop)
         self._active = False
+        self._legs: list[Leg] = []
 
     @property
     def running(self) -> bool:
@@ -196,11 +214,27 @@ class RoomClock:
         self._arm()
 
     def stop(self) -> None:
-        """Stop ticking (also from inside a tick); the room is left as it is."""
+        """Stop ticking (also from inside a tick); the room is left as it is, legs go back to
+        their own clocks."""
         self._active = False
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        legs, self._legs = self._legs, []
+        for leg in legs:
+            leg.lead()
+
+    def drive(self, leg: Leg) -> None:
+        """Run ``leg``'s ticks with the room's (see the class docstring) while the clock runs."""
+        if self._active and leg not in self._legs:
+            leg.follow()
+            self._legs.append(leg)
+
+    def release(self, leg: Leg) -> None:
+        """``leg`` goes back to its own clock (it left the room, or its call ended)."""
+        if leg in self._legs:
+            self._legs.remove(leg)
+            leg.lead()
 
     def _arm(self) -> None:
         assert self._clock is not None
@@ -216,7 +250,7 @@ class RoomClock:
             # Re-armed only after a clean tick: a failing room stops the clock (running turns
             # False) instead of failing 50 times a second; the exception goes to the loop.
             if not finished:
-                self._active = False
+                self.stop()  # legs keep sending on their own clocks
         if self._active:
             self._arm()
 
@@ -227,12 +261,19 @@ class RoomClock:
         first, due, skipped = clock.advance(now + EARLY)  # the ticker runs up to EARLY early
         stats = self.stats
         stats.skipped += skipped
+        legs = tuple(self._legs)  # a leg may hang up (and be released) inside its tick
         for index in range(first, first + due):
             lateness = now - clock.deadline(index)
             if lateness > stats.max_lateness:
                 stats.max_lateness = lateness
             stats.late += lateness > self.late_threshold
+            for leg in legs:
+                leg.receive_tick(now)
             self.room.tick(now)
+            for leg in legs:
+                leg.send_tick(now)
             stats.ticks += 1
+        for leg in legs:
+            leg.after_ticks(now, skipped)
         if due and self.after_tick is not None:
             self.after_tick()

@@ -37,8 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import numpy as np
-
 from ..media.clock import MediaClock, Ticks
 from ..media.codecs import Codec as MediaCodec
 from ..media.codecs import codec_for
@@ -46,6 +44,7 @@ from ..media.dtmf import DtmfReceiver, DtmfSender
 from ..media.frames import AudioFrame, MediaError, silence
 from ..media.jitter import JitterBuffer
 from ..media.mux import is_rtcp
+from ..media.rechunk import Rechunker
 from ..media.rtcp import (
     Bye,
     ReceiverReport,
@@ -57,7 +56,7 @@ from ..media.rtcp import (
     parse_compound,
     round_trip_time,
 )
-from ..media.rtp import TS_MOD, ReceiverStats, RtpPacket, RtpSender, ts_add
+from ..media.rtp import TS_MOD, ReceiverStats, RtpPacket, RtpSender
 from ..media.srtp import CryptoAttribute as SrtpCrypto
 from ..media.srtp import SrtpChannel, SrtpSuite, answer_crypto, make_crypto
 from ..sip.reoffer import answer_reoffer
@@ -270,6 +269,7 @@ class MediaSession:
         self._stats: ReceiverStats | None = None
         self._clock: MediaClock | None = None
         self._timer: TickerHandle | None = None
+        self._driven = False  # a room clock runs our ticks (follow/lead)
         self._ticker = SharedTicker.for_loop(loop)
         self._last_rx = 0.0
         self._next_rtcp = 0.0
@@ -478,14 +478,15 @@ class MediaSession:
         self.loop.add_reader(self._rtcp_sock.fileno(), self._read_rtcp)
         if self.config.on_start is not None:
             self.config.on_start(self)
-        self._arm()
+        if not self._driven:
+            self._arm()
 
     def _arm(self) -> None:
         assert self._clock is not None
         self._timer = self._ticker.call_at(self._clock.next_deadline(), self._on_clock)
 
     def _on_clock(self) -> None:
-        if self.closed or self._clock is None:
+        if self.closed or self._clock is None or self._driven:
             return
         now = self.loop.time()
         clock = self._clock
@@ -495,10 +496,7 @@ class MediaSession:
             self._tick(now)
             if self.closed:
                 return
-        if ticks.skipped and self._sender is not None:
-            # Media time keeps running while we were late (RFC 3550 §5.1 timestamps are sampling time).
-            self._sender.skip(self._sender.frame_samples * ticks.skipped)
-        self._housekeeping(now)
+        self.after_ticks(now, ticks.skipped)
         if not self.closed:
             self._arm()
 
@@ -514,14 +512,47 @@ class MediaSession:
             stats.late += lateness > LATE_THRESHOLD
 
     def _tick(self, now: float) -> None:
-        nm = self.negotiated
-        assert nm is not None
-        if nm.sends and self.remote_rtp is not None:
-            self._send_media()
-        if self._jitter is not None:
+        self.send_tick(now)
+        self.receive_tick(now)
+
+    # -- ticks run by a room clock (a bridged leg, ``RoomClock.drive``) ---------------------------
+
+    def follow(self) -> None:
+        """A room clock runs this session's 20 ms ticks from now on: one clock per bridged call,
+        and the frame played out of the jitter buffer is mixed and sent back in the same tick."""
+        self._driven = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def lead(self) -> None:
+        """Back to the session's own clock (the room clock stopped or let go), from now."""
+        if self._driven:
+            self._driven = False
+            if self.started and not self.closed:
+                self._clock = MediaClock(self.loop.time())
+                self._arm()
+
+    def receive_tick(self, now: float) -> None:
+        """The receive half of a tick: the jitter buffer's frame for these 20 ms to ``sink``."""
+        if self._jitter is not None and not self.closed:
             frame = self._jitter.pop(now)
             if frame is not None and self.sink is not None:
                 self.sink(frame)
+
+    def send_tick(self, now: float) -> None:
+        """The send half: these 20 ms from ``source`` (or an RFC 4733 event) to the peer."""
+        nm = self.negotiated
+        if nm is not None and nm.sends and self.remote_rtp is not None and self._sender is not None:
+            self._send_media()
+
+    def after_ticks(self, now: float, skipped: int) -> None:
+        """Once per wake-up after the ticks: media time of ``skipped`` dropped ticks (RFC 3550
+        §5.1 timestamps are sampling time), the no-media timeout and RTCP."""
+        if skipped and self._sender is not None:
+            self._sender.skip(self._sender.frame_samples * skipped)
+        if not self.closed:
+            self._housekeeping(now)
 
     def _send_media(self) -> None:
         sender, codec = self._sender, self.codec
@@ -768,30 +799,6 @@ class MediaSession:
         callbacks, self.on_close = self.on_close, []
         for callback in callbacks:
             callback()
-
-
-class Rechunker:
-    """Cuts decoded audio of any packet length into whole 20 ms frames on the RTP timeline.
-
-    Contiguous packets (each timestamp where the previous one ended) carry their remainder over; a
-    gap or reordering drops the partial frame, which the jitter buffer then conceals. Timestamps
-    count PCM samples: the session scales G.722's 8 kHz RTP timestamps before feeding them.
-    """
-
-    def __init__(self, frame_samples: int) -> None:
-        self.frame = frame_samples
-        self._pending: AudioFrame = silence(8000)[:0]
-        self._start: int | None = None
-
-    def feed(self, timestamp: int, samples: AudioFrame) -> tuple[int, AudioFrame]:
-        """``(timestamp of the first whole frame, whole frames concatenated)``; may be empty."""
-        if self._start is None or ts_add(self._start, len(self._pending)) != timestamp:
-            self._pending, self._start = samples[:0], timestamp
-        buffered = np.concatenate((self._pending, samples))
-        whole = len(buffered) // self.frame * self.frame
-        start = self._start
-        self._pending, self._start = buffered[whole:], ts_add(start, whole)
-        return start, buffered[:whole]
 
 
 def _null(address: str) -> bool:
