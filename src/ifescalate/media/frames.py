@@ -46,11 +46,15 @@ def silence(rate: int) -> AudioFrame:
     return np.zeros(samples_per_frame(rate), dtype=PCM_DTYPE)
 
 
+_SAMPLES = {rate: rate * FRAME_MS // 1000 for rate in (8000, 16000, 24000, 48000)}
+"""Frame sizes of the usual rates (check_frame runs several times per call per 20 ms)."""
+
+
 def check_frame(frame: AudioFrame, rate: int) -> AudioFrame:
     """Return ``frame`` if it follows the convention at ``rate``, else raise :class:`MediaError`."""
     if frame.dtype != PCM_DTYPE or frame.ndim != 1:
         raise MediaError(f"audio frame must be 1-D int16, got {frame.ndim}-D {frame.dtype}")
-    expected = samples_per_frame(rate)
+    expected = _SAMPLES.get(rate) or samples_per_frame(rate)
     if frame.shape[0] != expected:
         raise MediaError(
             f"audio frame at {rate} Hz must have {expected} samples, got {frame.shape[0]}"

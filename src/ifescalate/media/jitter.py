@@ -136,9 +136,12 @@ class JitterBuffer:
             self._start(seq, timestamp, now)
             ext = self._unwrap(timestamp)
         self._update_jitter(ext, now)
-        for i in range(len(frame) // self.frame_samples):
-            chunk = frame[i * self.frame_samples : (i + 1) * self.frame_samples]
-            self._store(ext + i * self.frame_samples, chunk, now)
+        size = self.frame_samples
+        if len(frame) == size:  # the usual packet: one 20 ms frame, no slicing
+            self._store(ext, frame, now)
+            return
+        for i in range(len(frame) // size):
+            self._store(ext + i * size, frame[i * size : (i + 1) * size], now)
 
     def _start(self, seq: int, timestamp: int, now: float) -> None:
         self._raw_ref = timestamp
