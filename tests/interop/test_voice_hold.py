@@ -65,6 +65,27 @@ def test_sipp_holds_three_ways_then_resumes_and_goes_silent() -> None:
     assert "'received': 0" in stats, stats
 
 
+def test_sipp_holds_and_resumes_by_update() -> None:
+    # RFC 3311: the same offer/answer in an UPDATE (we list UPDATE in Allow), 4.5 s held.
+    with Answerer(f"udp:{HOST}:0", verbose=True, extra=ANSWER + own_rtp_ports()) as answerer:
+        started = time.monotonic()
+        result = run_sipp(
+            [
+                "-sf", str(SCENARIOS / "uac_update_hold.xml"), f"{HOST}:{answerer.port('udp')}",
+                "-s", "bob", "-i", HOST, "-p", str(free_port("udp")), "-m", "1",
+                "-recv_timeout", "20000",
+            ],
+            timeout=60,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert result.ok, result.explain()
+        wait_output(answerer, r"^media ended ")
+    output = answerer.output()
+    assert [d for d, _ in _directions(output)] == ["recvonly", "sendrecv"], output
+    assert "no RTP for 2 s: hanging up (no-media)" in output, output
+    assert elapsed > 1.0 + 4.5 + NO_MEDIA, f"{elapsed:.1f} s\n{output}"
+
+
 def test_baresip_holds_and_resumes_our_answerer(tmp_path: Path) -> None:
     mic = write_tone_wav(tmp_path / "tone-440.wav", seconds=40.0)
     ours = write_tone_wav(tmp_path / "tone-1000.wav", seconds=5.0, freq=1000)
