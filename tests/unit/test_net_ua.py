@@ -22,6 +22,7 @@ from ifescalate.net.tls import TlsOptions, client_context, server_context
 from ifescalate.net.transport import ListenSpec, Source
 from ifescalate.net.ua import Call, CallFailed, IncomingCall, UaConfig, UserAgent
 from ifescalate.sip.message import Request
+from ifescalate.sip.request_builder import new_request
 from ifescalate.sip.transaction import Timers
 
 FAST = Timers(t1=0.05)
@@ -178,6 +179,26 @@ def test_options_and_message(transport: str, host: str, dev_cert: tuple[Path, Pa
             assert req.body == b"hello expert"
             assert src.transport == transport
             assert src.host == host
+
+    run(main())
+
+
+def test_update_is_allowed_and_outside_a_dialog_gets_481() -> None:
+    # RFC 3311 §5.1: UPDATE is sent only to a peer whose Allow lists it; one matching no dialog is 481.
+    async def main() -> None:
+        async with agents("UDP") as p:
+            resp = await p.caller.options(p.uri)
+            assert "UPDATE" in (resp.headers.get("Allow") or "")
+            target = Target("UDP", p.callee_at.host, p.callee_at.port)
+            at = p.caller_at
+            update = new_request(
+                "UPDATE", p.uri, from_addr=f"<sip:alice@{at.host}>", from_tag="u1",
+                to_addr=f"<{p.uri}>", call_id="no-such-dialog", cseq=1, via_host=at.host,
+                via_port=at.port, transport="UDP", branch="z9hG4bK-update-1",
+                contact=f"<sip:alice@{at.host}:{at.port}>",
+            )  # fmt: skip
+            resp = await p.caller.request(update, target)
+            assert resp.status == 481
 
     run(main())
 
