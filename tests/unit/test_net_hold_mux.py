@@ -13,7 +13,7 @@ from ifescalate.media.mux import is_rtcp
 from ifescalate.media.rtcp import Bye, ReceiverReport, SenderReport, parse_compound
 from ifescalate.media.rtp import RtpPacket, RtpSender
 from ifescalate.net.rtp import MediaConfig, MediaSession, RtpPortPool
-from ifescalate.sip.sdp import NotAcceptableHere, parse_sdp
+from ifescalate.sip.sdp import NotAcceptableHere, next_version, parse_sdp, with_direction
 
 
 def _offer(port: int, direction: str = "sendrecv", *, host: str = HOST, version: int = 1,
@@ -220,3 +220,32 @@ async def test_rtcp_goes_to_the_rtp_port_only_when_the_peer_accepted_mux(mux: bo
         session.close()
         rtp.close()
         rtcp.close()
+
+
+@in_loop
+async def test_the_answerer_can_hold_the_offerer() -> None:
+    # Our session made the offer (we called); the peer's hold re-offer is answered from that offer:
+    # one codec now, same port, o= version + 1 (RFC 3264 §8).
+    pool = RtpPortPool(41780, 41789)
+    a, b = pair(pool)
+    try:
+        a.start()
+        b.start()
+        await asyncio.sleep(0.1)
+        first = a._offer
+        assert first is not None
+        # b's current SDP (its answer to a's unchanged offer, version unchanged), now on hold.
+        their = parse_sdp(b.update(first.to_bytes()))
+        hold = with_direction(next_version(their), "sendonly").to_bytes()
+        answer = parse_sdp(a.update(hold))
+        media = answer.media[0]
+        assert media.direction == "recvonly" and media.port == a.port
+        assert [c.name for c in media.codecs] == ["PCMU", "telephone-event"]
+        assert answer.origin.session_version == first.origin.session_version + 1
+        assert a.negotiated is not None and not a.negotiated.sends
+        sent = a.counters.sent
+        await asyncio.sleep(0.2)
+        assert a.counters.sent == sent
+    finally:
+        a.close()
+        b.close()
