@@ -8,12 +8,13 @@ resumed call that then carries no RTP must still be ended by the timeout.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.interop.test_sip_cli import HOST, Answerer
+from tests.interop.test_sip_cli import HOST, Answerer, CliRun, sip_call
 from tests.interop.test_voice_baresip import assert_tone, wait_output
 from tests.peers import SCENARIOS, Baresip, free_port, run_sipp, write_tone_wav
 from tests.peers.baresip import TERMINATED
@@ -157,3 +158,30 @@ def test_baresip_holds_an_srtp_call_over_tls(dev_cert: tuple[Path, Path]) -> Non
     # in RFC 5506, which our parser refuses as not starting with SR/RR, RFC 3550 §6.1.)
     received = int(re.search(r"'received': (\d+)", stats).group(1))  # type: ignore[union-attr]
     assert received > 150 and "'lost': 0" in stats, stats
+
+
+def test_baresip_holds_our_outgoing_call() -> None:
+    # We call (our SDP was the offer); baresip holds and resumes. The call must outlive our 2 s
+    # no-media timeout while held and end by our own hang-up ("ended: bye"), not by "no-media".
+    with Baresip("bob", duration=30, control=True, sip_trace=True) as bob:
+        runs: list[CliRun] = []
+        caller = threading.Thread(
+            target=lambda: runs.append(
+                sip_call(bob.uri, *ANSWER, *own_rtp_ports(), hangup_after=8.0, timeout=30)
+            )
+        )
+        caller.start()
+        try:
+            bob.wait_established(timeout=10)
+            time.sleep(1.0)
+            assert bob.command("hold")["ok"], bob.log()
+            time.sleep(2.0 * NO_MEDIA)
+            assert bob.command("resume")["ok"], bob.log()
+        finally:
+            caller.join(timeout=30)
+        bob.wait_for(TERMINATED, timeout=10)
+        log = bob.log()
+    (run,) = runs
+    assert run.returncode == 0 and "ended: bye" in run.output, run.explain()
+    assert "no-media" not in run.output, run.explain()
+    assert re.search(r"^a=sendonly\r?$", log, re.M) and re.search(r"^a=recvonly\r?$", log, re.M)
