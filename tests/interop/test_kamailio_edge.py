@@ -11,6 +11,10 @@ text. What is proven:
   one is then marked down and, with its OPTIONS probes failing, no later call is even tried on it;
 - the edge allowlist acts on the real source address: a request from 127.0.0.2 gets
   403 Forbidden - IP Not Allowlisted while the same request from 127.0.0.1 is answered by an instance.
+All of it twice: with UDP to the instances, and with TLS to them as in production (tls-edge.cfg, the
+instances refusing plain SIP even on loopback; a dead instance then refuses the connect, failover is
+immediate). A third test shows the edge's flood layers: pike drops one flooding source while another
+is answered, and the INVITE ratelimit pipe answers 503 above its rate.
 """
 
 from __future__ import annotations
@@ -34,19 +38,49 @@ EDGE_CFG = Path(__file__).parents[2] / "deploy" / "kamailio" / "kamailio.cfg"
 _DEFINE = r"^(#!define {name}) .*$"
 
 
-def edge_config(defines: Mapping[str, str]) -> str:
-    """The shipped config with each named `#!define` value replaced (each must exist exactly once)."""
+def edge_config(defines: Mapping[str, str], *, with_tls: bool = False) -> str:
+    """The shipped config with each named `#!define` value replaced (each must exist exactly once);
+    `with_tls` defines WITH_TLS as `kamailio -A WITH_TLS` would."""
     text = EDGE_CFG.read_text()
+    if with_tls:
+        text = text.replace("#!KAMAILIO\n", "#!KAMAILIO\n#!define WITH_TLS\n", 1)
     for name, value in defines.items():
         text, n = re.subn(_DEFINE.format(name=name), rf"\g<1> {value}", text, flags=re.MULTILINE)
         assert n == 1, f"#!define {name} appears {n} times in {EDGE_CFG}"
     return text
 
 
-def instance(tmp: Path) -> Answerer:
+def instance(inner: str, cert: tuple[Path, Path] | None = None) -> Answerer:
     # The edge is the transport peer of every request: trusting it keeps the instance's own flood
     # layer from counting all callers as one source (docs/runbook.md, "Behind Kamailio").
-    return Answerer(f"udp:{HOST}:0", verbose=True, extra=["--trusted", f"{HOST}/32"])
+    extra = ["--trusted", f"{HOST}/32"]
+    if inner == "tls":
+        assert cert is not None
+        # As in production: plain SIP refused (on loopback too), so every hop that works was TLS.
+        return Answerer(
+            f"tls:{HOST}:0", tls=cert, verbose=True,
+            extra=[*extra, "--require-tls", "--tls-loopback-strict"],
+        )  # fmt: skip
+    return Answerer(f"udp:{HOST}:0", verbose=True, extra=extra)
+
+
+def dispatcher_line(inner: str, answerer: Answerer) -> str:
+    if inner == "tls":
+        return f"1 sip:{HOST}:{answerer.port('tls')};transport=tls 0 0\n"
+    return f"1 sip:{HOST}:{answerer.port('udp')} 0 0\n"
+
+
+def tls_edge_config(tmp: Path, cert: tuple[Path, Path]) -> Path:
+    """deploy/kamailio/tls-edge.cfg with the test certificate (also the CA the edge verifies with)."""
+    path = tmp / "tls-edge.cfg"
+    path.write_text(
+        (EDGE_CFG.parent / "tls-edge.cfg")
+        .read_text()
+        .replace("/run/secrets/edge-tls/tls.crt", str(cert[0]))
+        .replace("/run/secrets/edge-tls/tls.key", str(cert[1]))
+        .replace("/run/secrets/internal-ca/ca.crt", str(cert[0]))
+    )
+    return path
 
 
 def calls_seen(answerer: Answerer) -> int:
@@ -67,54 +101,65 @@ def call_through(edge_port: int, calls: int) -> None:
     assert result.ok and result.successful == calls, result.explain()
 
 
-def options_from(source: str, edge_port: int) -> str:
-    """One out-of-dialog OPTIONS to a user at the edge, sent from `source`; the final status line."""
+def _options(source: str, port: int, call_id: str) -> bytes:
+    return (
+        f"OPTIONS sip:bob@{HOST}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+        f"From: <sip:probe@{source}>;tag={call_id[:8]}\r\n"
+        f"To: <sip:bob@{HOST}>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def options_from(
+    source: str, edge_port: int, *, wait: float = 8.0, retransmit: bool = True
+) -> str | None:
+    """One out-of-dialog OPTIONS to a user at the edge, sent from `source`: the final status line, or
+    None when nothing final came within `wait` seconds (resent each second when `retransmit`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
-        sock.settimeout(1.0)
-        port = sock.getsockname()[1]
-        call_id = uuid.uuid4().hex
-        msg = (
-            f"OPTIONS sip:bob@{HOST}:{edge_port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK{call_id[:16]};rport\r\n"
-            f"From: <sip:probe@{source}>;tag={call_id[:8]}\r\n"
-            f"To: <sip:bob@{HOST}>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        deadline = time.monotonic() + 8.0
+        sock.settimeout(min(1.0, wait))
+        msg = _options(source, sock.getsockname()[1], uuid.uuid4().hex)
+        deadline = time.monotonic() + wait
+        sock.sendto(msg, (HOST, edge_port))
         while time.monotonic() < deadline:
-            sock.sendto(msg, (HOST, edge_port))
             try:
-                while True:
-                    data = sock.recv(65535).decode(errors="replace")
-                    status = data.split("\r\n", 1)[0]
-                    if not status.startswith("SIP/2.0 1"):
-                        return status
+                status = sock.recv(65535).decode(errors="replace").split("\r\n", 1)[0]
             except TimeoutError:
+                if retransmit:
+                    sock.sendto(msg, (HOST, edge_port))
                 continue
-    raise AssertionError(f"no final answer to OPTIONS from {source} in 8 s")
+            if not status.startswith("SIP/2.0 1"):
+                return status
+    return None
 
 
-def test_edge_dispatches_fails_over_and_allowlists(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inner", ["udp", "tls"])
+def test_edge_dispatches_fails_over_and_allowlists(
+    inner: str, tmp_path: Path, dev_cert: tuple[Path, Path]
+) -> None:
     edge_port = free_port("both")
-    with instance(tmp_path / "a") as a, instance(tmp_path / "b") as b:
+    with instance(inner, dev_cert) as a, instance(inner, dev_cert) as b:
         dispatcher = tmp_path / "dispatcher.list"
-        dispatcher.write_text(
-            f"1 sip:{HOST}:{a.port('udp')} 0 0\n1 sip:{HOST}:{b.port('udp')} 0 0\n"
-        )
-        config = edge_config(
-            {
-                "LISTEN_IP": HOST,
-                "SIP_PORT": str(edge_port),
-                "DISPATCHER_LIST": f'"{dispatcher}"',
-                "PROBE_INTERVAL": "1",
-                "PROBE_THRESHOLD": "1",
-                "FR_TIMER": "1000",
-                "PIKE_REQS": "1000",
-                "WORKERS": "2",
-                "ALLOW_NETS": f'"{HOST}/32"',
+        dispatcher.write_text(dispatcher_line(inner, a) + dispatcher_line(inner, b))
+        defines = {
+            "LISTEN_IP": HOST,
+            "SIP_PORT": str(edge_port),
+            "DISPATCHER_LIST": f'"{dispatcher}"',
+            "PROBE_INTERVAL": "1",
+            "PROBE_THRESHOLD": "1",
+            "FR_TIMER": "1000",
+            "PIKE_REQS": "1000",
+            "WORKERS": "2",
+            "ALLOW_NETS": f'"{HOST}/32"',
+        }
+        if inner == "tls":
+            # Kamailio sends TLS from a TLS listening socket: it needs its own TLS listener.
+            defines |= {
+                "SIPS_PORT": str(free_port("tcp")),
+                "TLS_CONFIG": f'"{tls_edge_config(tmp_path, dev_cert)}"',
             }
-        )
+        config = edge_config(defines, with_tls=inner == "tls")
         with Kamailio(config, wait_for=(HOST, edge_port, "udp")) as kamailio:
             # Dispatch: round robin over both instances.
             call_through(edge_port, 20)
@@ -127,7 +172,8 @@ def test_edge_dispatches_fails_over_and_allowlists(tmp_path: Path) -> None:
             assert (
                 options_from("127.0.0.2", edge_port) == "SIP/2.0 403 Forbidden - IP Not Allowlisted"
             )
-            assert options_from(HOST, edge_port).startswith("SIP/2.0 200"), kamailio.log()[-2000:]
+            answer = options_from(HOST, edge_port)
+            assert answer is not None and answer.startswith("SIP/2.0 200"), kamailio.log()[-2000:]
 
             # Failover: B dies without a word; calls keep completing on A.
             b.process.kill()
@@ -135,8 +181,11 @@ def test_edge_dispatches_fails_over_and_allowlists(tmp_path: Path) -> None:
             call_through(edge_port, 10)
             log = kamailio.log()
             assert calls_seen(a) - before_a == 10, (before_a, calls_seen(a))
-            failovers = re.findall(r"FAILOVER INVITE \S+ to sip:\S+ after (\d+)", log)
-            assert failovers and set(failovers) == {"408"}, log[-3000:]
+            failovers = re.findall(r"FAILOVER INVITE \S+ to sip:\S+ after (\S+)", log)
+            # UDP: the dead instance is silent (tm's 408 after FR_TIMER); TLS: the connect is refused
+            # (t_relay fails at once, or tm's 477 when the failure comes later).
+            expected = {"408"} if inner == "udp" else {"send_failed", "477"}
+            assert failovers and set(failovers) <= expected, log[-3000:]
 
             # Marked down (by the failover, kept down by the failing OPTIONS probes): no more calls
             # are even tried on the dead instance.
@@ -146,5 +195,50 @@ def test_edge_dispatches_fails_over_and_allowlists(tmp_path: Path) -> None:
             later = kamailio.log()[mark:]
             assert calls_seen(a) - before_a == 15
             assert len(re.findall(r"DISPATCH INVITE", later)) == 5, later[-3000:]
-            assert f"to sip:{HOST}:{b.port('udp')}" not in later, later[-3000:]
+            assert f"to sip:{HOST}:{b.port(inner)}" not in later, later[-3000:]
             assert "FAILOVER" not in later, later[-3000:]
+
+
+def test_edge_flood_layers_act_per_source_and_per_edge(tmp_path: Path) -> None:
+    """pike blocks one flooding source (its requests are dropped) while another source is still
+    answered; the INVITE ratelimit pipe answers 503 above its rate whoever sends."""
+    edge_port = free_port("both")
+    with instance("udp") as a:
+        dispatcher = tmp_path / "dispatcher.list"
+        dispatcher.write_text(dispatcher_line("udp", a))
+        base = {
+            "LISTEN_IP": HOST,
+            "SIP_PORT": str(edge_port),
+            "DISPATCHER_LIST": f'"{dispatcher}"',
+            "WORKERS": "2",
+            "ALLOW_NETS": '"127.0.0.0/8"',
+        }
+        # pike: 5 requests per 2 s per source.
+        with Kamailio(
+            edge_config(base | {"PIKE_REQS": "5"}), wait_for=(HOST, edge_port, "udp")
+        ) as k:
+            # pike samples in sub-windows, so the exact cut-off varies by a few requests.
+            answers = [
+                options_from("127.0.0.3", edge_port, wait=0.3, retransmit=False) for _ in range(20)
+            ]
+            answered = [s for s in answers if s is not None]
+            assert 1 <= len(answered) <= 12, answers
+            assert all(s.startswith("SIP/2.0 200") for s in answered), answers
+            assert answers[-3:] == [None, None, None], answers
+            other = options_from("127.0.0.4", edge_port, wait=3.0)
+            assert other is not None and other.startswith("SIP/2.0 200"), k.log()[-2000:]
+            assert "pike: 127.0.0.3 over" in k.log()
+        # The INVITE pipe: 2 new INVITEs a second for the whole edge; SIPp offers 20 a second.
+        config = edge_config(base | {"PIKE_REQS": "1000", "INVITE_RATE": '"1:TAILDROP:2"'})
+        with Kamailio(config, wait_for=(HOST, edge_port, "udp")) as k:
+            result = run_sipp(
+                [
+                    "-sf", str(SCENARIOS / "uac_rr.xml"), f"{HOST}:{edge_port}",
+                    "-s", "bob", "-i", HOST, "-p", str(free_port("udp")),
+                    "-m", "40", "-r", "20", "-l", "40", "-d", "100", "-recv_timeout", "5000",
+                ],
+                timeout=60,
+            )  # fmt: skip
+            limited = k.log().count("INVITE rate above the edge limit")
+        assert result.successful >= 2 and result.failed >= 10, result.explain()
+        assert limited == result.failed, (limited, result.explain())
