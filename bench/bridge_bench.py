@@ -508,7 +508,33 @@ def drain(sock: socket.socket) -> None:
             return
 
 
-async def measure_capacity(steps: list[int], seconds: float, budget: float) -> list[Step]:
+async def measure_step(load: Load, n: int, seconds: float) -> Step:
+    """One measured window at ``n`` calls (counters are differences over the window)."""
+    t0, l0, s0, _, lost0 = load.counters()
+    for call in load.calls:
+        assert call.bridge._clock is not None
+        call.bridge._clock.stats.max_lateness = 0.0
+        call.session.clock_stats.max_lateness = 0.0
+    h0, c0, w0 = load.harness_s, time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    t1, l1, s1, worst, lost1 = load.counters()
+    wall = time.perf_counter() - w0
+    return Step(
+        n,
+        wall,
+        t1 - t0,
+        l1 - l0,
+        s1 - s0,
+        worst * 1000,
+        time.process_time() - c0,
+        load.harness_s - h0,
+        lost1 - lost0,
+    )
+
+
+async def measure_capacity(
+    steps: list[int], seconds: float, budget: float, retries: int = 0
+) -> list[Step]:
     loop = asyncio.get_running_loop()
     phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     phone.setblocking(False)
@@ -527,28 +553,17 @@ async def measure_capacity(steps: list[int], seconds: float, budget: float) -> l
                 await asyncio.sleep(random.uniform(0, 0.002))  # spread the clocks' phases
             gc.collect()
             await asyncio.sleep(1.0)  # settle: jitter buffers fill, start-up ticks pass
-            t0, l0, s0, _, lost0 = load.counters()
-            for call in load.calls:
-                assert call.bridge._clock is not None
-                call.bridge._clock.stats.max_lateness = 0.0
-                call.session.clock_stats.max_lateness = 0.0
-            h0, c0, w0 = load.harness_s, time.process_time(), time.perf_counter()
-            await asyncio.sleep(seconds)
-            t1, l1, s1, worst, lost1 = load.counters()
-            wall = time.perf_counter() - w0
-            step = Step(
-                n,
-                wall,
-                t1 - t0,
-                l1 - l0,
-                s1 - s0,
-                worst * 1000,
-                time.process_time() - c0,
-                load.harness_s - h0,
-                lost1 - lost0,
-            )
-            out.append(step)
+            step = await measure_step(load, n, seconds)
             print_step(step)
+            for _ in range(retries):
+                # A shared machine: a neighbour's burst makes a window late that the product
+                # would have kept. --retries measures such a step again; every try is printed
+                # and the step counts as passed only if one window passes.
+                if step.late_ratio <= LATE_LIMIT or time.monotonic() + seconds > deadline:
+                    break
+                step = await measure_step(load, n, seconds)
+                print_step(step, retry=True)
+            out.append(step)
             if step.late_ratio > LATE_LIMIT:
                 break
     finally:
@@ -567,9 +582,9 @@ def print_capacity_header() -> None:
     )
 
 
-def print_step(s: Step) -> None:
+def print_step(s: Step, *, retry: bool = False) -> None:
     print(
-        f"{s.calls:>6}{s.ticks:>9}{s.late:>7}{s.skipped:>6}{s.late_ratio * 100:>8.2f}"
+        f"{'again' if retry else s.calls:>6}{s.ticks:>9}{s.late:>7}{s.skipped:>6}{s.late_ratio * 100:>8.2f}"
         f"{s.max_lateness_ms:>10.1f}{s.core_share * 100:>8.1f}"
         f"{s.harness_s / s.seconds * 100:>10.1f}{s.us_per_call_frame:>15.1f}{s.rx_loss:>9}",
         flush=True,
@@ -659,7 +674,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if not args.skip_capacity:
         component_costs()
         print_capacity_header()
-        steps = await measure_capacity(args.steps, args.seconds, args.budget)
+        steps = await measure_capacity(args.steps, args.seconds, args.budget, args.retries)
         ok &= print_capacity_verdict(steps)
     return 0 if ok else 1
 
@@ -676,6 +691,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per step")
     p.add_argument("--budget", type=float, default=120.0, help="seconds for the capacity ramp")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="measure a step over the late limit again up to N times (noisy shared machines; "
+        "every try is printed)",
+    )
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-capacity", action="store_true")
