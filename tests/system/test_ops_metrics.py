@@ -315,3 +315,24 @@ def test_prometheus_scrapes_probes_and_evaluates_the_shipped_config(tmp_path: Pa
         shutil.rmtree(tmp_path / "tsdb", ignore_errors=True)
     if prometheus.returncode not in (0, None):
         raise PeerError(f"prometheus exited {prometheus.returncode}\n{prometheus.log_tail()}")
+
+
+def test_dashboard_is_well_formed() -> None:
+    """What Grafana needs to lay the dashboard out and bind its queries (no Grafana runs here)."""
+    dash = json.loads(DASHBOARD.read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), ids
+    cells: set[tuple[int, int]] = set()
+    for panel in dash["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, panel["title"]
+        area = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert {"datasource", "instance"} <= names
