@@ -39,22 +39,29 @@ def _directions(output: str) -> list[tuple[str, int]]:
     return [(d, int(n)) for d, n in re.findall(DIRECTION, output, re.M)]
 
 
-def test_sipp_holds_three_ways_then_resumes_and_goes_silent() -> None:
-    # uac_hold.xml: sendonly, inactive, c=0.0.0.0 (1.5 s each: 4.5 s held > the 2 s timeout), then
-    # sendrecv; it checks each 200's direction and then waits for our BYE. SIPp sends no RTP at all.
+def test_sipp_holds_three_ways_then_resumes_and_goes_silent(tmp_path: Path) -> None:
+    # uac_hold.xml: sendonly (2.7 s), inactive, c=0.0.0.0 (1.5 s each: 5.7 s held > the 2 s timeout),
+    # then sendrecv; it checks each 200's direction and then waits for our BYE. SIPp sends no RTP.
+    # The first hold's 200 is ACKed only after 1.2 s: by then we must have sent it again (T1).
+    messages = tmp_path / "sipp-messages.log"
     with Answerer(f"udp:{HOST}:0", verbose=True, extra=ANSWER + own_rtp_ports()) as answerer:
         started = time.monotonic()
         result = run_sipp(
             [
                 "-sf", str(SCENARIOS / "uac_hold.xml"), f"{HOST}:{answerer.port('udp')}",
                 "-s", "bob", "-i", HOST, "-p", str(free_port("udp")), "-m", "1",
-                "-recv_timeout", "20000",
+                "-recv_timeout", "20000", "-trace_msg", "-message_file", str(messages),
             ],
             timeout=60,
         )  # fmt: skip
         elapsed = time.monotonic() - started
         assert result.ok, result.explain()
         stats = wait_output(answerer, r"^media ended (.*)$").group(1)
+    trace = messages.read_text(errors="replace").split(
+        "-----------------------------------------------"
+    )
+    hold_2xx = [m for m in trace if "SIP/2.0 200 OK" in m and "CSeq: 2 INVITE" in m]
+    assert len(hold_2xx) >= 2, f"the unACKed 200 of the hold re-INVITE was not resent: {hold_2xx}"
     output = answerer.output()
     directions = _directions(output)
     assert [d for d, _ in directions] == ["recvonly", "inactive", "recvonly", "sendrecv"], output
@@ -62,7 +69,7 @@ def test_sipp_holds_three_ways_then_resumes_and_goes_silent() -> None:
     assert len({n for _, n in directions}) == 1, directions
     assert "no RTP for 2 s: hanging up (no-media)" in output, output
     # The BYE came from the timeout after the resume, not from one during the 4.5 s hold.
-    assert elapsed > 1.0 + 4.5 + NO_MEDIA, f"{elapsed:.1f} s\n{output}"
+    assert elapsed > 1.0 + 1.2 + 4.5 + NO_MEDIA, f"{elapsed:.1f} s\n{output}"
     assert "'received': 0" in stats, stats
 
 

@@ -142,31 +142,35 @@ class _TwoXXTimer(Timed):
     refcount, not kept alive (and promoted by the cyclic GC) by a stale heap entry.
     """
 
-    __slots__ = ("call", "rtx", "ua")
+    __slots__ = ("call", "rtx", "source", "ua")
 
-    def __init__(self, ua: UserAgent, call: Call, rtx: TwoXXRetransmitter) -> None:
+    def __init__(
+        self, ua: UserAgent, call: Call, rtx: TwoXXRetransmitter, source: Source | None = None
+    ) -> None:
         self.armed = None
         self.ua: UserAgent | None = ua
         self.call: Call | None = call
         self.rtx: TwoXXRetransmitter | None = rtx
+        #: Where the 2xx goes again: the INVITE's source (a re-INVITE may come on a call we placed).
+        self.source = source if source is not None else call.source
 
     def get_timer(self) -> float | None:
         return self.rtx.get_timer() if self.rtx is not None else None
 
     def fire(self, now: float) -> None:
-        ua, call, rtx = self.ua, self.call, self.rtx
-        if ua is None or call is None or rtx is None or call.source is None:
+        ua, call, rtx, source = self.ua, self.call, self.rtx, self.source
+        if ua is None or call is None or rtx is None or source is None:
             return
         for ev in rtx.handle_timer(now):
             if isinstance(ev, Send):
-                ua.ep.send_via_source(ev.message, call.source)
+                ua.ep.send_via_source(ev.message, source)
             elif isinstance(ev, Timeout):
                 # §13.3.1.4: no ACK within 64*T1: end the dialog with BYE.
                 call.retransmitter = None
                 ua.ep.loop.create_task(ua._send_bye(call, reason="no-ack"))
 
     def release(self) -> None:
-        self.ua = self.call = self.rtx = None
+        self.ua = self.call = self.rtx = self.source = None
 
 
 class IncomingCall:

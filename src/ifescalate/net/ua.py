@@ -343,18 +343,29 @@ class UserAgent:
             session_version=sid,
         ).to_bytes()
 
-    def _start_2xx_retransmission(self, call: Call, resp: Response) -> None:
-        assert call.source is not None
+    def _start_2xx_retransmission(
+        self, call: Call, resp: Response, source: Source | None = None
+    ) -> None:
+        source = source or call.source
+        assert source is not None
         rtx = TwoXXRetransmitter(
             resp,
-            reliable=call.source.transport != "UDP",
+            reliable=source.transport != "UDP",
             now=self.ep.loop.time(),
             timers=self.ep.timers,
         )
-        timed = _TwoXXTimer(self, call, rtx)
+        timed = _TwoXXTimer(self, call, rtx, source)
+        self._stop_2xx_retransmission(call)
         call.retransmitter = timed
         self._rtx[call.call_id] = rtx
         self.ep.timer_heap.arm(timed)
+
+    def _stop_2xx_retransmission(self, call: Call) -> None:
+        self._rtx.pop(call.call_id, None)
+        if call.retransmitter is not None:
+            self.ep.timer_heap.disarm(call.retransmitter)
+            call.retransmitter.release()
+            call.retransmitter = None
 
     def _reject(self, incoming: IncomingCall, status: int, reason: str | None) -> None:
         call = incoming.call
@@ -367,16 +378,15 @@ class UserAgent:
 
     def on_ack(self, ack: Request, source: Source) -> None:
         call = self.calls.get(ack.call_id)
-        if call is None or call.direction != "in":
+        rtx = self._rtx.get(ack.call_id)
+        if call is None or (call.direction != "in" and rtx is None):
             return  # §17.2.1: an ACK that matches nothing is dropped
+        if rtx is not None and rtx.response.cseq[0] != ack.cseq[0]:
+            return  # a late ACK of an earlier 2xx: the current one still waits (§13.2.2.4)
         start_media(self, call, ack.body)  # the answer is in the ACK when our 2xx offered
-        rtx = self._rtx.pop(call.call_id, None)
         if rtx is not None:
             rtx.ack_received()
-            if call.retransmitter is not None:
-                self.ep.timer_heap.disarm(call.retransmitter)
-                call.retransmitter.release()
-                call.retransmitter = None
+            self._stop_2xx_retransmission(call)
         if call._established is not None and not call._established.done():
             call._established.set_result(None)
 
@@ -438,6 +448,9 @@ class UserAgent:
             resp = make_response(request, 200, headers=headers, body=body)
             self._respond(tx, resp)
             dialog.response_sent(resp, request)
+            if method == "INVITE" and call is not None:
+                # §14.2 / §13.3.1.4: a re-INVITE's 2xx is resent until its ACK, like the first.
+                self._start_2xx_retransmission(call, resp, source)
         elif method == "INFO":
             self._respond(tx, make_response(request, 200))
             if call is not None and self.on_info is not None:
