@@ -287,6 +287,9 @@ class App:
             counters_url=sec.counters_url,
             counters_prefix=sec.counters_prefix,
             audit_window=sec.audit_window,
+            counters_timeout=sec.counters_timeout,
+            counters_probe=sec.counters_probe,
+            trusted_proxies=sec.trusted_proxies,
         )
         lookup = DigestLookup(self.registry)
         self.gate = SecurityGate(
@@ -423,6 +426,8 @@ class App:
             checks["store"] = None if self.registry is not None else "registry not open"
         except Exception as exc:
             checks["store"] = f"registry unreachable: {exc}"
+        if self.gate is not None and self.gate.guarded is not None:
+            checks["security_counters"] = self.gate.counters_problem()
         return checks
 
     # -- stop --------------------------------------------------------------------------------------

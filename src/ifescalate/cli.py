@@ -28,7 +28,7 @@ from .net.tls import TlsConfigError
 from .net.transport import ListenSpec, StreamLimits
 from .net.ua import UaConfig
 from .security import SecurityConfig
-from .security.facts import normalize_fingerprint
+from .security.facts import normalize_fingerprint, parse_networks
 from .witness.cli import add_export_arguments, add_verify_arguments, export_command, verify_command
 from .witness.core import WitnessError
 
@@ -100,6 +100,20 @@ def _add_security(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted", metavar="CIDR", action="append", default=[], help="flood-exempt")
     p.add_argument("--counters", metavar="URL", help="share counters in Redis (redis://...)")
     p.add_argument("--counters-prefix", metavar="PREFIX", default="ifescalate:sec:")
+    p.add_argument(
+        "--counters-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=0.5,
+        help="longest a Redis operation may take before the request is answered 503",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        metavar="CIDR",
+        action="append",
+        default=[],
+        help="a proxy (the Kamailio edge) whose X-IF-Source header names the caller (repeatable)",
+    )
     p.add_argument("--drop-failed", action="store_true", help="rejected INVITEs get no answer")
     p.add_argument(
         "--tls-loopback-strict",
@@ -176,7 +190,15 @@ def _security(args: argparse.Namespace) -> tuple[SecurityConfig | None, GateOpti
     pinned = getattr(args, "client_cert_fingerprint", [])
     if pinned and not getattr(args, "auth", None):
         raise ValueError("--client-cert-fingerprint pins the --auth user: give --auth too")
-    if flood is None and lockout is None and not allow and not require_tls and not pinned:
+    proxied = bool(getattr(args, "trusted_proxy", []))
+    if (
+        flood is None
+        and lockout is None
+        and not allow
+        and not require_tls
+        and not pinned
+        and not proxied
+    ):
         return None, gate
     config = SecurityConfig.from_cli(
         flood=flood,
@@ -187,8 +209,14 @@ def _security(args: argparse.Namespace) -> tuple[SecurityConfig | None, GateOpti
     )
     if getattr(args, "counters", None):
         config = dataclasses.replace(
-            config, counters_url=args.counters, counters_prefix=args.counters_prefix
+            config,
+            counters_url=args.counters,
+            counters_prefix=args.counters_prefix,
+            counters_timeout=args.counters_timeout,
         )
+    proxies = getattr(args, "trusted_proxy", [])
+    if proxies:
+        config = dataclasses.replace(config, trusted_proxies=parse_networks(proxies))
     return config, gate
 
 

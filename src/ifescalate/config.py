@@ -91,6 +91,12 @@ class SecuritySettings:
     #: "redis://127.0.0.1:6379/0" shares counters between instances; None keeps them in memory.
     counters_url: str | None = None
     counters_prefix: str = "ifescalate:sec:"
+    #: Seconds a Redis operation may take in all; then 503 (docs/security.md, "Redis outage").
+    counters_timeout: float = 0.5
+    #: Seconds between probes of an unreachable Redis (503s meanwhile carry Retry-After).
+    counters_probe: float = 1.0
+    #: Proxies (the Kamailio edge) whose X-IF-Source header names the caller; empty: none.
+    trusted_proxies: list[str] = field(default_factory=list)
     drop_failed_invites: bool = False
     audit_window: float = 60.0
 

@@ -14,7 +14,8 @@ text. What is proven:
 All of it twice: with UDP to the instances, and with TLS to them as in production (tls-edge.cfg, the
 instances refusing plain SIP even on loopback; a dead instance then refuses the connect, failover is
 immediate). A third test shows the edge's flood layers: pike drops one flooding source while another
-is answered, and the INVITE ratelimit pipe answers 503 above its rate.
+is answered, and the INVITE ratelimit pipe answers 503 above its rate. A fourth shows the edge's
+X-IF-Source reaching the instances' own allowlist (--trusted-proxy), and a forged one not.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pytest
 
 from tests.interop.test_sip_cli import HOST, Answerer
 from tests.peers import SCENARIOS, Kamailio, free_port, run_sipp
+from tests.security.sipclient import SDP, SipClient
 
 pytestmark = pytest.mark.interop
 
@@ -242,3 +244,82 @@ def test_edge_flood_layers_act_per_source_and_per_edge(tmp_path: Path) -> None:
             limited = k.log().count("INVITE rate above the edge limit")
         assert result.successful >= 2 and result.failed >= 10, result.explain()
         assert limited == result.failed, (limited, result.explain())
+
+
+def _proxied_instance(allowed: str) -> Answerer:
+    # The edge (HOST) is a trusted proxy: its X-IF-Source names the caller. Its own OPTIONS probes
+    # carry none and are judged as its own, so its address stays flood-exempt and allowlisted.
+    return Answerer(
+        f"udp:{HOST}:0", verbose=True,
+        extra=["--trusted", f"{HOST}/32", "--trusted-proxy", f"{HOST}/32",
+               "--allow", f"{HOST}/32", "--allow", f"{allowed}/32"],
+    )  # fmt: skip
+
+
+def _invite_status(
+    source: str, port: int, headers: tuple[tuple[str, str], ...] = ()
+) -> tuple[int, str] | None:
+    client = SipClient((HOST, port), source=source, timeout=4.0)
+    try:
+        resp = client.request("INVITE", body=SDP, headers=headers)
+        return None if resp is None else (resp.status, resp.reason)
+    finally:
+        client.close()
+
+
+NOT_ALLOWLISTED = (403, "Forbidden - IP Not Allowlisted")
+FORGED = (("X-IF-Source", "udp:127.0.0.2:5060"),)
+
+
+def test_instance_allowlist_sees_the_caller_behind_the_edge(tmp_path: Path) -> None:
+    """With the edge in --trusted-proxy, an instance's own allowlist acts on the caller the edge saw:
+    a call from 127.0.0.2 through the edge is refused by the instance when 127.0.0.2 is not in its
+    allowlist and completes (INVITE, ACK, BYE, each named by the edge) when it is. A caller that is not
+    the edge gains nothing by writing X-IF-Source, directly or through the edge."""
+    edge_port = free_port("both")
+    with _proxied_instance("127.0.0.4") as refusing, _proxied_instance("127.0.0.2") as admitting:
+        for inst, expect_ok in ((refusing, False), (admitting, True)):
+            dispatcher = tmp_path / f"dispatcher-{inst.port()}.list"
+            dispatcher.write_text(dispatcher_line("udp", inst))
+            defines = {
+                "LISTEN_IP": HOST,
+                "SIP_PORT": str(edge_port),
+                "DISPATCHER_LIST": f'"{dispatcher}"',
+                "PIKE_REQS": "1000",
+                "WORKERS": "2",
+                "ALLOW_NETS": '"127.0.0.0/8"',  # the edge lets everyone on loopback through
+            }
+            with Kamailio(edge_config(defines), wait_for=(HOST, edge_port, "udp")) as kamailio:
+                result = run_sipp(
+                    [
+                        "-sf", str(SCENARIOS / "uac_rr.xml"), f"{HOST}:{edge_port}",
+                        "-s", "bob", "-i", "127.0.0.2", "-p", str(free_port("udp", "127.0.0.2")),
+                        "-m", "3", "-r", "5", "-d", "200", "-recv_timeout", "5000",
+                    ],
+                    timeout=60,
+                )  # fmt: skip
+                # A forged X-IF-Source through the edge: the edge replaces it with the real one.
+                forged_via_edge = _invite_status("127.0.0.3", edge_port, FORGED)
+                log = kamailio.log()
+            assert "not in the edge allowlist" not in log, log[-2000:]
+            assert forged_via_edge == NOT_ALLOWLISTED, forged_via_edge
+            if expect_ok:
+                assert result.ok and result.successful == 3, result.explain()
+                assert calls_seen(inst) == 3
+            else:
+                assert result.successful == 0 and result.failed == 3, result.explain()
+                assert calls_seen(inst) == 0
+
+        # Directly, not through the edge: the header is stripped, the socket's address decides.
+        port = admitting.port()
+        assert _invite_status("127.0.0.3", port, FORGED) == NOT_ALLOWLISTED
+        direct = SipClient((HOST, port), source="127.0.0.2", timeout=4.0)
+        try:
+            options = direct.request("OPTIONS")
+        finally:
+            direct.close()
+        assert options is not None and options.status == 200  # the allowlist does let .2 in
+    # The refusals were the instances' own allowlist, each request from its real caller.
+    assert "'allowlist:not_allowlisted': 4" in refusing.output(), refusing.output()[-1500:]
+    assert "'allowlist:not_allowlisted': 2" in admitting.output(), admitting.output()[-1500:]
+    assert "'proxied': " in admitting.output()

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..security import Pipeline, SecurityConfig
+from ..security import SecurityConfig
 from ..sip.message import Response
 from .endpoint import SipEndpoint, Target
-from .security_gate import GateOptions, SecurityGate, single_user_expert
+from .security_gate import GateOptions, SecurityGate, make_pipeline, single_user_expert
 from .tls import TlsOptions, client_context, server_context
 from .transport import ListenSpec, StreamLimits
 from .ua import Call, CallFailed, IncomingCall, UaConfig, UserAgent, target_for_uri
@@ -83,11 +83,6 @@ def attach_security(ua: UserAgent, opts: AgentOptions) -> SecurityGate | None:
     sec = opts.security
     if sec is None or ua.endpoint is None:
         return None
-    counters = None
-    if sec.counters_url is not None:
-        from ..security.redis_counters import RedisCounters
-
-        counters = RedisCounters.from_url(sec.counters_url, prefix=sec.counters_prefix)
     user = opts.config.auth_user
     expert = (
         single_user_expert(
@@ -99,7 +94,7 @@ def attach_security(ua: UserAgent, opts: AgentOptions) -> SecurityGate | None:
         else None
     )
     gate = SecurityGate(
-        Pipeline(sec, counters),
+        make_pipeline(sec),
         ua,
         experts=lambda name: expert if expert is not None and name == expert.expert_id else None,
         options=opts.gate,

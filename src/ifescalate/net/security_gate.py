@@ -8,6 +8,8 @@ ACK and CANCEL are matched before, so they cost nothing here). The gate:
    (peer address, transport, negotiated TLS, whether the request matched one of our dialogs),
 3. runs layers 1-3, then for requests the user agent challenges (out-of-dialog INVITE, MESSAGE)
    the digest verdict and layers 4-6,
+   (behind a trusted proxy the source is the caller the proxy names in ``X-IF-Source``:
+   ``security.proxy``),
 4. answers a rejection with the layer's status, reason phrase and headers (or drops it silently for
    INVITE when configured), and feeds the bounded :class:`RejectionAggregator` whose entries go to
    the witness (``SECURITY_REJECTED``) and ``security_rejections_total{layer,reason}``.
@@ -15,6 +17,12 @@ ACK and CANCEL are matched before, so they cost nothing here). The gate:
 With the in-memory counters the pipeline never suspends, so the decision is taken synchronously on
 the datagram's call stack (no task per request). With Redis each decision is a task; the request
 is held (duplicates dropped) and handed to the endpoint when it passes.
+
+When the counters live in Redis and Redis does not answer (refused, lost, or silent past
+``counters_timeout``), the layers that need them answer ``503 Service Unavailable - Security Counters
+Down`` with Retry-After (``security.availability``): one log line when the outage starts, one when it
+ends, a probe every ``counters_probe`` seconds meanwhile, and no request waits on a dead Redis.
+Requests that need no counter (in-dialog ones, a trusted source's OPTIONS) keep passing.
 
 Digest verification happens here, once: the user agent learns the proved username through
 :meth:`SecurityGate.verified_user` instead of verifying again (which would burn the nonce-count and
@@ -54,8 +62,15 @@ from ..security import (
     parse_rate,
     strip_if_headers,
 )
+from ..security.availability import (
+    CountersUnavailable,
+    GuardedCounters,
+    is_outage,
+    unavailable,
+)
 from ..security.facts import parse_networks
 from ..security.layers import TLS_REQUIRED, ExpertLimitConfig, FloodConfig, TransportLayer
+from ..security.proxy import SOURCE_HEADER, Origin, origin
 from ..sip.build import make_response
 from ..sip.digest import NonceCountCheck, parse_auth_header
 from ..sip.errors import SipError
@@ -181,6 +196,12 @@ class SecurityGate:
             pipeline.transport = _NoLoopbackExemption(pipeline.config.transport)
         self.aggregator = RejectionAggregator(pipeline.config.audit_window)
         self.sync = isinstance(pipeline.counters, MemoryCounters)
+        counters = pipeline.counters
+        #: The shared counters' circuit breaker (None with the in-memory counters).
+        self.guarded = counters if isinstance(counters, GuardedCounters) else None
+        if self.guarded is not None:
+            self.guarded.on_down = self._counters_down
+        self._probe: asyncio.Task[None] | None = None
         #: Rejections by (layer, reason) and other outcomes, for tests and the CLI's stop line.
         self.stats: Counter[str] = Counter()
         self._verified: tuple[Request, str] | None = None
@@ -205,15 +226,71 @@ class SecurityGate:
         digest = self.ua.digest
         if digest is None:
             return False
-        key = await self.pipeline.counters.shared_secret("digest-nonce-key", 32)
+        try:
+            key = await self.pipeline.counters.shared_secret("digest-nonce-key", 32)
+        except CountersUnavailable:
+            # Start anyway (the outage is logged and probed): nothing that needs a nonce is
+            # admitted until the counters answer, and the probe shares the key first.
+            return False
         if key is None:
             return False
         self.ua.digest = digest.with_key(key)
         return True
 
+    # -- counters outage ---------------------------------------------------------------------------
+
+    def _counters_down(self, error: str) -> None:
+        log.error(
+            "security counters unavailable (%s): requests that need them are answered 503 until "
+            "they answer again; probing every %g s",
+            error,
+            self.pipeline.config.counters_probe,
+        )
+        self.stats["counters_outages"] += 1
+        if self.metrics is not None:
+            self.metrics.set_security_counters_up(False)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        guarded = self.guarded
+        assert guarded is not None
+        while True:
+            await asyncio.sleep(self.pipeline.config.counters_probe)
+            try:
+                await guarded.probe()
+                # Read the shared nonce key again before admitting anything: a Redis restarted
+                # without its data has a new one (the first instance back creates it), and an
+                # instance that started during the outage never had it.
+                if self.ua.digest is not None:
+                    key = await guarded.inner.shared_secret("digest-nonce-key", 32)
+                    if key is not None:
+                        self.ua.digest = self.ua.digest.with_key(key)
+            except CountersUnavailable:
+                continue
+            refused = guarded.health.refused
+            length = guarded.health.recovered(self.clock())
+            log.warning(
+                "security counters answer again after %.1f s unavailable; %d request(s) were "
+                "refused meanwhile",
+                length or 0.0,
+                refused,
+            )
+            if self.metrics is not None:
+                self.metrics.set_security_counters_up(True)
+            return
+
+    def counters_problem(self) -> str | None:
+        """None when the counters answer (or live in memory), else why not (for ``/ready``)."""
+        if self.guarded is None:
+            return None
+        return self.guarded.health.problem(self.clock())
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self._probe is not None:
+            self._probe.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._emit(self.aggregator.flush_all())
@@ -232,16 +309,25 @@ class SecurityGate:
     def admit(self, req: Request, source: Source) -> bool:
         """True: the endpoint goes on with ``req`` now. False: the gate answered, dropped or holds
         it (and hands it to the endpoint itself if it passes)."""
+        claimed = req.headers.get_lines(SOURCE_HEADER)
         strip_if_headers(req.headers, self.options.keep_if_headers)
         try:
-            facts = self._facts(req, source)
+            where = origin(
+                source.host, source.transport, claimed, self.pipeline.config.trusted_proxies
+            )
+            facts = None if isinstance(where, Reject) else self._facts(req, source, where)
         except ValueError:
             self.stats["unparsable_source"] += 1
             return False
         now = self.clock()
+        if facts is None:
+            assert isinstance(where, Reject)
+            return self._apply(req, source, Origin(source.host), where, None, now)
+        if facts.proxy is not None:
+            self.stats["proxied"] += 1
         if self.sync:
             decision, user = run_now(self._decide(req, facts, now))
-            return self._apply(req, source, decision, user, now)
+            return self._apply(req, source, _origin_of(facts), decision, user, now)
         key = (req.call_id, req.headers.first("Via") or "", req.method)
         if key in self._pending:
             self.stats["duplicate_while_pending"] += 1
@@ -260,7 +346,7 @@ class SecurityGate:
             decision, user = await self._decide(req, facts, now)
         finally:
             self._pending.discard(key)
-        if self._apply(req, source, decision, user, now):
+        if self._apply(req, source, _origin_of(facts), decision, user, now):
             self._resume(req, source)
 
     def _resume(self, req: Request, source: Source) -> None:
@@ -272,14 +358,15 @@ class SecurityGate:
 
     # -- facts and decision ------------------------------------------------------------------------
 
-    def _facts(self, req: Request, source: Source) -> RequestFacts:
+    def _facts(self, req: Request, source: Source, where: Origin) -> RequestFacts:
         tls = source.tls
         return RequestFacts(
-            source_ip=source.host,
+            source_ip=where.source,
             transport=source.transport,
             method=req.method,
             in_dialog=self._in_dialog(req),
             tls=None if tls is None else TlsFacts(tls.version, tls.cipher, tls.peer_cert_sha256),
+            proxy=where.proxy,
         )
 
     def _in_dialog(self, req: Request) -> bool:
@@ -299,7 +386,11 @@ class SecurityGate:
         decision = await self.pipeline.check_request(facts, now)
         if isinstance(decision, Reject) or not self._needs_identity(req, facts):
             return decision, None
-        auth = await self._authenticate(req, now)
+        try:
+            auth = await self._authenticate(req, now)
+        except CountersUnavailable:
+            # The nonce-count check could not run: no replay check, no admission.
+            return unavailable(Layer.DIGEST, self.pipeline.config.retry_after), None
         authorize = self.authorize
         policy = None if authorize is None else (lambda expert: authorize(expert, req))
         decision = await self.pipeline.check_identity(facts, auth, now, policy)
@@ -333,16 +424,24 @@ class SecurityGate:
     # -- acting on the decision --------------------------------------------------------------------
 
     def _apply(
-        self, req: Request, source: Source, decision: Decision, user: str | None, now: float
+        self,
+        req: Request,
+        source: Source,
+        where: Origin,
+        decision: Decision,
+        user: str | None,
+        now: float,
     ) -> bool:
         if isinstance(decision, Allow):
             if user is not None:
                 self._verified = (req, user)
             return True
-        self._account(decision, source.host, now)
+        self._account(decision, where.source, now, where.proxy)
         if req.method == "ACK":
             return False  # §17.2.1: an ACK is never answered
-        if self.options.drop_failed_invites and req.method == "INVITE" and decision.audit:
+        # Silence is for attackers; a caller refused for our own outage is told to come back.
+        drop = decision.audit and not is_outage(decision)
+        if self.options.drop_failed_invites and req.method == "INVITE" and drop:
             self.stats["dropped_silently"] += 1
             return False
         self._answer(req, source, decision, now)
@@ -390,13 +489,13 @@ class SecurityGate:
         if rejection is not None:
             self._account(rejection, host, self.clock())
 
-    def _account(self, decision: Reject, host: str, now: float) -> None:
+    def _account(self, decision: Reject, host: str, now: float, proxy: str | None = None) -> None:
         self.stats[f"{decision.layer.value}:{decision.reason_label}"] += 1
         if decision.audit:
             self.stats["rejected"] += 1
             if self.metrics is not None:
                 self.metrics.security_rejection(decision.layer.value, decision.reason_label)
-        self._emit(self.aggregator.add(decision, host, now))
+        self._emit(self.aggregator.add(decision, host, now, proxy))
         self._arm_flush(now)
 
     def _arm_flush(self, now: float) -> None:
@@ -422,6 +521,10 @@ class SecurityGate:
                 log.info("SECURITY_REJECTED %s", entry.details())
 
 
+def _origin_of(facts: RequestFacts) -> Origin:
+    return Origin(facts.source_ip, facts.proxy)
+
+
 def _algorithm(credentials: str | None) -> str | None:
     if not credentials:
         return None
@@ -444,6 +547,9 @@ def security_config(
     counters_url: str | None,
     counters_prefix: str,
     audit_window: float,
+    counters_timeout: float = 0.5,
+    counters_probe: float = 1.0,
+    trusted_proxies: Iterable[str] = (),
 ) -> SecurityConfig:
     """The :class:`SecurityConfig` of serve's ``security:`` section (rates as "N/SECONDS")."""
     base = SecurityConfig.from_cli(
@@ -460,18 +566,23 @@ def security_config(
         counters_url=counters_url,
         counters_prefix=counters_prefix,
         audit_window=audit_window,
+        counters_timeout=counters_timeout,
+        counters_probe=counters_probe,
+        trusted_proxies=parse_networks(trusted_proxies),
     )
 
 
-def make_pipeline(config: SecurityConfig) -> Pipeline:
-    """A pipeline on the configured counters (Redis when ``counters_url`` is set)."""
+def make_pipeline(config: SecurityConfig, clock: Callable[[], float] = time.time) -> Pipeline:
+    """A pipeline on the configured counters: Redis when ``counters_url`` is set, behind the
+    circuit breaker that turns an outage into 503s (``security.availability``)."""
     if config.counters_url is None:
         return Pipeline(config)
     from ..security.redis_counters import RedisCounters
 
-    return Pipeline(
-        config, RedisCounters.from_url(config.counters_url, prefix=config.counters_prefix)
+    redis = RedisCounters.from_url(
+        config.counters_url, prefix=config.counters_prefix, timeout=config.counters_timeout
     )
+    return Pipeline(config, GuardedCounters(redis, clock))
 
 
 def expert_facts(expert: Expert | None) -> ExpertFacts | None:

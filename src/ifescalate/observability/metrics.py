@@ -114,6 +114,13 @@ class Metrics:
             ["layer", "reason"],
             registry=r,
         )
+        self._counters_up = Gauge(
+            "security_counters_up",
+            "1 while the security pipeline's counters answer (always with counters in memory), "
+            "0 during a Redis outage, when requests that need them are answered 503",
+            registry=r,
+        )
+        self._counters_up.set(1)
         self._http = Counter(
             "http_requests_total", "HTTP API requests", ["method", "route", "status"], registry=r
         )
@@ -175,6 +182,9 @@ class Metrics:
 
     def security_rejection(self, layer: Label, reason: Label) -> None:
         self._security.labels(layer=_label(layer), reason=_label(reason)).inc()
+
+    def set_security_counters_up(self, up: bool) -> None:
+        self._counters_up.set(1 if up else 0)
 
     def http_request(self, method: str, route: str, status: int) -> None:
         """``route`` must be the route template (``/v1/escalations/{id}``), never the raw path."""

@@ -40,11 +40,16 @@ class AuditEntry:
     window_end: float
     summary: bool
     policy_ids: tuple[str, ...] = ()
+    #: The trusted proxy that named ``source`` (``security.proxy``), None for a direct caller.
+    proxy: str | None = None
 
     def details(self) -> dict[str, Any]:
         """The ``details`` of the witness event (JSON-ready); ``policy_ids`` only for the policy
-        layer, so every other entry keeps its exact shape."""
+        layer and ``proxy`` only behind a trusted proxy, so every other entry keeps its exact
+        shape."""
         extra: dict[str, Any] = {"policy_ids": list(self.policy_ids)} if self.policy_ids else {}
+        if self.proxy is not None:
+            extra["proxy"] = self.proxy
         return extra | {
             "layer": self.layer,
             "reason": self.reason,
@@ -61,9 +66,19 @@ class AuditEntry:
 
 
 class _Group:
-    __slots__ = ("count", "first_at", "last_at", "opened_at", "phrase", "policy_ids", "status")
+    __slots__ = (
+        "count",
+        "first_at",
+        "last_at",
+        "opened_at",
+        "phrase",
+        "policy_ids",
+        "proxy",
+        "status",
+    )
 
-    def __init__(self, rejection: Reject, now: float) -> None:
+    def __init__(self, rejection: Reject, now: float, proxy: str | None) -> None:
+        self.proxy = proxy
         self.opened_at = now
         self.status = rejection.status
         self.phrase = rejection.reason_phrase
@@ -98,10 +113,13 @@ class RejectionAggregator:
     def __len__(self) -> int:
         return len(self._groups)
 
-    def add(self, rejection: Reject, source_ip: str, now: float) -> list[AuditEntry]:
+    def add(
+        self, rejection: Reject, source_ip: str, now: float, proxy: str | None = None
+    ) -> list[AuditEntry]:
         """Account one rejection; returns the entries to write now (summaries of windows that
         ended, then this rejection's entry if it opens a window). Rejections with
-        ``audit=False`` (the ordinary first digest challenge) are not witnessed."""
+        ``audit=False`` (the ordinary first digest challenge) are not witnessed. ``proxy`` is
+        the trusted proxy that named ``source_ip`` (the window's first one is recorded)."""
         out = self.flush(now)
         if not rejection.audit:
             return out
@@ -113,7 +131,7 @@ class RejectionAggregator:
             group.count += 1
             group.last_at = now
             return out
-        self._groups[key] = group = _Group(rejection, now)
+        self._groups[key] = group = _Group(rejection, now, proxy)
         out.append(self._entry(key, group, 1, now, now, summary=False))
         return out
 
@@ -166,4 +184,5 @@ class RejectionAggregator:
             window_end=group.opened_at + self.window,
             summary=summary,
             policy_ids=group.policy_ids,
+            proxy=group.proxy,
         )

@@ -88,6 +88,11 @@ class Counters(Protocol):
         (the first to ask creates it), or None when the backend is not shared."""
         ...
 
+    async def ping(self) -> None:
+        """One round trip to the backend; raises ``CountersUnavailable`` when it does not answer
+        (``security.availability``)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -209,6 +214,9 @@ class MemoryCounters:
 
     async def shared_secret(self, name: str, size: int) -> bytes | None:
         return None  # one process: each digest server keeps its own key
+
+    async def ping(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -115,6 +115,11 @@ class RequestFacts:
 
     ``in_dialog`` is True only when the request matched an existing dialog (§12.2.2): the caller
     decides that from its dialog table, never from the presence of a To tag alone.
+
+    ``proxy`` is the transport peer when it is a trusted proxy that named the caller
+    (``security.proxy``): then ``source_ip`` is the caller the proxy saw, which the flood and
+    allowlist layers and the audit act on, while ``transport``, ``tls`` and the loopback exemption
+    describe the hop from the proxy, the only connection this process can see.
     """
 
     source_ip: str
@@ -122,10 +127,14 @@ class RequestFacts:
     method: str
     in_dialog: bool = False
     tls: TlsFacts | None = None
+    proxy: str | None = None
     address: IPAddress = field(init=False, repr=False, compare=False)
+    hop_address: IPAddress = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", parse_ip(self.source_ip))
+        hop = self.address if self.proxy is None else parse_ip(self.proxy)
+        object.__setattr__(self, "hop_address", hop)
         transport = self.transport.lower()
         if transport not in _TRANSPORTS:
             raise ValueError(f"unknown transport {self.transport!r}")

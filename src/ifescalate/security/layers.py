@@ -207,7 +207,8 @@ class TransportLayer:
         c = self.config
         tls = facts.tls
         if tls is None:
-            if c.require_tls and not is_loopback(facts.address):
+            # The hop's own address: a caller behind a loopback proxy did not reach us in clear.
+            if c.require_tls and not is_loopback(facts.hop_address):
                 return Reject(403, TLS_REQUIRED, Layer.TRANSPORT, "tls_required")
             return ALLOW
         if tls_version_rank(tls.version) < tls_version_rank(c.min_version):

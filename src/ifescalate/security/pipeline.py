@@ -15,9 +15,11 @@ Two stages, because the cheap checks must run before anyone's credentials are ve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .availability import CountersUnavailable, unavailable
 from .counters import Counters, MemoryCounters
 from .facts import (
     Allow,
@@ -25,6 +27,7 @@ from .facts import (
     Decision,
     ExpertFacts,
     IPNetwork,
+    Layer,
     PolicyDecision,
     Reject,
     RequestFacts,
@@ -79,6 +82,17 @@ class SecurityConfig:
     audit_window: float = 60.0
     counters_url: str | None = None  # "redis://127.0.0.1:6379/0"; None keeps counters in memory
     counters_prefix: str = "ifescalate:sec:"
+    #: Seconds one Redis operation may take in all; then the request is answered 503.
+    counters_timeout: float = 0.5
+    #: Seconds between probes of an unreachable Redis; Retry-After of the 503s meanwhile.
+    counters_probe: float = 1.0
+    #: Networks of proxies whose ``X-IF-Source`` header names the caller (net.security_gate).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @property
+    def retry_after(self) -> int:
+        """Retry-After of a refusal during a counters outage: a few probe intervals."""
+        return max(1, math.ceil(self.counters_probe * 5))
 
     @staticmethod
     def from_cli(
@@ -124,7 +138,10 @@ class Pipeline:
 
     async def check_request(self, facts: RequestFacts, now: float) -> Decision:
         """Layers 1-3 on the connection's facts."""
-        decision = await self.flood.check(facts, now)
+        try:
+            decision = await self.flood.check(facts, now)
+        except CountersUnavailable:
+            return unavailable(Layer.FLOOD, self.config.retry_after)
         if isinstance(decision, Reject):
             return decision
         decision = self.allowlist.decide(facts)
@@ -140,7 +157,10 @@ class Pipeline:
         authorize: Callable[[ExpertFacts], PolicyDecision] | None = None,
     ) -> Decision:
         """Layers 4-6 once the digest verdict is known."""
-        decision = await self.digest.check(facts, auth, now)
+        try:
+            decision = await self.digest.check(facts, auth, now)
+        except CountersUnavailable:
+            return unavailable(Layer.DIGEST, self.config.retry_after)
         if isinstance(decision, Reject):
             return decision
         # The digest layer allows only AuthOutcome.OK, which AuthFacts ties to an expert record.
@@ -154,7 +174,10 @@ class Pipeline:
         if isinstance(decision, Reject):
             return decision
         if facts.method in CALL_METHODS and not facts.in_dialog:
-            decision = await self.expert_limit.check(expert, now)
+            try:
+                decision = await self.expert_limit.check(expert, now)
+            except CountersUnavailable:
+                return unavailable(Layer.EXPERT_LIMIT, self.config.retry_after)
             if isinstance(decision, Reject):
                 return decision
         if authorize is not None:

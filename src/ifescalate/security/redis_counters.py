@@ -9,18 +9,34 @@ Redis collect keys nobody touches any more.
 
 Keys are ``{prefix}{{key}}:w`` and ``{prefix}{{key}}:b``: the braces are a Redis Cluster hash tag
 so that a key's window and block live in one slot and one script may touch both.
+
+Every operation is bounded by ``timeout`` seconds in all (connect, the script, one retry on a
+fresh connection after a stale one broke), so a hanging Redis (stopped, partitioned) cannot hold
+a request longer than that; any failure is raised as
+:class:`~ifescalate.security.availability.CountersUnavailable`, which the gate answers with 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
+from .availability import CountersUnavailable
 from .counters import Acquired, Hit
+
+T = TypeVar("T")
+
+#: Seconds one operation may take in all. Redis answers a script in well under a millisecond on a
+#: LAN; half a second is an outage, not a slow answer.
+DEFAULT_TIMEOUT = 0.5
 
 _HIT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -102,10 +118,14 @@ class RedisCounters:
         *,
         prefix: str = "ifescalate:sec:",
         rand: Callable[[int], bytes] = os.urandom,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError("the counters timeout must be positive")
         self._r = client
         self.prefix = prefix
         self._rand = rand
+        self.timeout = timeout
         self._hit = client.register_script(_HIT)
         self._count = client.register_script(_COUNT)
         self._acquire = client.register_script(_ACQUIRE)
@@ -114,9 +134,31 @@ class RedisCounters:
 
     @classmethod
     def from_url(
-        cls, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "ifescalate:sec:"
+        cls,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "ifescalate:sec:",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> RedisCounters:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix)
+        # One retry without backoff: a pooled connection Redis closed (a restart) fails once and
+        # the retry takes a fresh one; more retries would only stretch an outage's every request.
+        # The sockets' own timeouts are looser than the bound _io puts on the whole operation,
+        # which so always decides (and names the timeout it enforced).
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout * 2,
+            socket_connect_timeout=timeout * 2,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(client, prefix=prefix, timeout=timeout)
+
+    async def _io(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await op()
+        except (RedisError, OSError, TimeoutError) as exc:
+            what = str(exc) or f"no answer within {self.timeout:g} s"
+            raise CountersUnavailable(f"redis: {type(exc).__name__}: {what}") from exc
 
     def _keys(self, key: str) -> tuple[str, str]:
         base = f"{self.prefix}{{{key}}}"
@@ -128,16 +170,17 @@ class RedisCounters:
     async def hit(self, key: str, now: float, window: float) -> int:
         w, _ = self._keys(key)
         args = [_num(now), _num(now - window), self._member(now), _ms(window)]
-        return int(await self._hit(keys=[w], args=args))
+        return int(await self._io(lambda: self._hit(keys=[w], args=args)))
 
     async def count(self, key: str, now: float, window: float) -> int:
         w, _ = self._keys(key)
-        return int(await self._count(keys=[w], args=[_num(now - window)]))
+        return int(await self._io(lambda: self._count(keys=[w], args=[_num(now - window)])))
 
     async def acquire(self, key: str, now: float, window: float, limit: int) -> Acquired:
         w, _ = self._keys(key)
         args = [_num(now), _num(now - window), self._member(now), _ms(window), str(limit)]
-        allowed, count, oldest = cast(list[Any], await self._acquire(keys=[w], args=args))
+        reply = await self._io(lambda: self._acquire(keys=[w], args=args))
+        allowed, count, oldest = cast(list[Any], reply)
         return Acquired(bool(allowed), int(count), float(oldest) if oldest else None)
 
     async def hit_and_block(
@@ -153,12 +196,13 @@ class RedisCounters:
             _num(now + block_for),
             _ms(block_for),
         ]
-        count, until = cast(list[Any], await self._hit_and_block(keys=[w, b], args=args))
+        reply = await self._io(lambda: self._hit_and_block(keys=[w, b], args=args))
+        count, until = cast(list[Any], reply)
         return Hit(int(count), float(until) if until else None)
 
     async def blocked_until(self, key: str, now: float) -> float | None:
         _, b = self._keys(key)
-        raw = await self._r.get(b)
+        raw = await self._io(lambda: self._r.get(b))
         if raw is None:
             return None
         until = float(raw)
@@ -166,10 +210,10 @@ class RedisCounters:
 
     async def block(self, key: str, until: float, now: float) -> None:
         _, b = self._keys(key)
-        await self._r.set(b, _num(until), px=int(_ms(until - now)))
+        await self._io(lambda: self._r.set(b, _num(until), px=int(_ms(until - now))))
 
     async def clear(self, key: str) -> None:
-        await self._r.delete(*self._keys(key))
+        await self._io(lambda: self._r.delete(*self._keys(key)))
 
     async def nonce_count(self, nonce: str, nc: int, expires_at: float, now: float) -> bool:
         if expires_at <= now:  # an expired nonce cannot be counted, so cannot be accepted
@@ -177,17 +221,20 @@ class RedisCounters:
         # Nonces are base64 of an HMAC-bound value (RFC 7616 §3.3): a fixed-size key charset.
         key = f"{self.prefix}nc:{nonce}"
         ttl = str(max(1, math.ceil((expires_at - now) * 1000)))
-        return bool(await self._nonce_count(keys=[key], args=[str(nc), ttl]))
+        return bool(await self._io(lambda: self._nonce_count(keys=[key], args=[str(nc), ttl])))
 
     async def shared_secret(self, name: str, size: int) -> bytes | None:
         # SET NX: the first instance to start creates the secret, every later one reads it. No
         # TTL: nonces signed with it must verify at every instance for as long as they live.
         key = f"{self.prefix}secret:{name}"
-        await self._r.set(key, self._rand(size).hex(), nx=True)
-        raw = await self._r.get(key)
+        await self._io(lambda: self._r.set(key, self._rand(size).hex(), nx=True))
+        raw = await self._io(lambda: self._r.get(key))
         if raw is None:
             raise RuntimeError(f"shared secret {key} vanished from Redis right after SET NX")
         return bytes.fromhex(raw.decode("ascii") if isinstance(raw, bytes) else str(raw))
+
+    async def ping(self) -> None:
+        await self._io(self._r.ping)
 
     async def delete_all(self) -> int:
         """Delete every key under :attr:`prefix` (tests and operator resets); returns how many."""
