@@ -104,6 +104,7 @@ def test_compose_has_the_whole_stack_and_ports_agree() -> None:
     # The edge's fixed address is exactly what the instances flood-exempt, and nothing wider.
     edge_ip = services["kamailio"]["networks"]["backplane"]["ipv4_address"]
     assert settings.security.trusted == [f"{edge_ip}/32"]
+    assert settings.security.trusted_proxies == [f"{edge_ip}/32"]  # its X-IF-Source is believed
     # Every secret a service names is declared (make-secrets.sh making each file: the live test).
     declared = doc["secrets"]
     for svc in services.values():
@@ -124,9 +125,11 @@ def test_shipped_configs_load_with_the_real_loader(tmp_path: Path) -> None:
     k8s = settings_from_text(cm["ifescalate.yaml"], tmp_path)
     # The Kubernetes copy differs only in which network is trusted (the pod network).
     k8s_trusted = k8s.security.trusted
+    k8s_proxies = k8s.security.trusted_proxies
     k8s.security.trusted = list(base.security.trusted)
+    k8s.security.trusted_proxies = list(base.security.trusted_proxies)
     assert k8s == base
-    assert k8s_trusted == ["10.244.0.0/16"]
+    assert k8s_trusted == k8s_proxies == ["10.244.0.0/16"]
     assert base.security.counters_url and base.security.counters_url.startswith("redis://")
     assert base.sip.tls_cert and base.sip.tls_key and base.security.require_tls
     experts = parse_yaml(EXPERTS.read_text(), hazards=base.hazards)
