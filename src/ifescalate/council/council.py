@@ -174,7 +174,7 @@ class Council:
     def dispatch(self, escalation_id: str) -> list[RoomEvent]:
         """Hand the room's pending events to ``on_event`` and the subscribers; returns them."""
         room = self.find(escalation_id)
-        if room is None:
+        if room is None or not room.has_events:  # the usual tick: nothing happened
             return []
         events = room.pop_events()
         for event in events:

@@ -347,6 +347,11 @@ class Room:
 
     # --- events and closing -------------------------------------------------------------------
 
+    @property
+    def has_events(self) -> bool:
+        """Events are waiting for :meth:`pop_events` (checked by the owner after every tick)."""
+        return bool(self._events)
+
     def pop_events(self) -> list[RoomEvent]:
         """Events since the last call, oldest first."""
         events, self._events = self._events, []
