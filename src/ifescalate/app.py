@@ -27,7 +27,7 @@ from .evidence.keyfile import load_or_create_link_key
 from .evidence.links import LinkSigner
 from .evidence.service import EvidenceService
 from .evidence.store import EvidenceStore
-from .guard import Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
+from .guard import ExpertNotFound, Guard, GuardConfig, PolicyEngine, SqliteRegistry, load_yaml
 from .net.devcert import dev_tls_cert
 from .net.endpoint import SipEndpoint
 from .net.rtp import MediaConfig
@@ -309,15 +309,31 @@ class App:
         self.service.policy_decided_by_gate()
 
     def _call_in_policy(self, expert: ExpertFacts, request: Request) -> PolicyDecision:
-        """Layer 6 for a call-in: IF.guard's decision now for the escalation the INVITE would join
-        (other challenged requests, MESSAGE, join nothing and pass)."""
-        if request.method != "INVITE" or self.service is None:
+        """Layer 6 for a call-in: IF.guard's decision now for the escalation the INVITE would join.
+
+        A request that joins nothing (a MESSAGE, an INVITE no escalation rings them for) has no
+        escalation to decide on and passes, except from a suspended expert: their digest passes
+        only so that this layer refuses them by name (``DigestLookup.include_suspended``), never
+        so that they get past the gate (a 200 to a MESSAGE, a 404 telling them nothing rings)."""
+        if self.service is None:
             return PolicyDecision(True)
-        wanted = request.headers.get("X-IF-Escalation-ID")
-        decision = self.service.call_in_decision(expert.expert_id, wanted)
-        if decision is None or decision.permit:
-            return PolicyDecision(True)
-        return PolicyDecision(False, policy_reason(decision), decision.policy_ids)
+        if request.method == "INVITE":
+            wanted = request.headers.get("X-IF-Escalation-ID")
+            decision = self.service.call_in_decision(expert.expert_id, wanted)
+            if decision is not None:
+                if decision.permit:
+                    return PolicyDecision(True)
+                return PolicyDecision(False, policy_reason(decision), decision.policy_ids)
+        if self._suspended(expert.expert_id):
+            return PolicyDecision(False, "expert suspended")
+        return PolicyDecision(True)
+
+    def _suspended(self, expert_id: str) -> bool:
+        assert self.registry is not None
+        try:
+            return self.registry.get(expert_id).suspended
+        except ExpertNotFound:
+            return True  # removed since digest looked them up: refuse
 
     def _witness_rejection(self, entry: AuditEntry) -> None:
         if self.witness is None:
