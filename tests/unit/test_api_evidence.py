@@ -285,3 +285,31 @@ def test_evidence_changed_on_disk_is_refused_and_witnessed(tmp_path: Path) -> No
         )
 
     run(tmp_path, test)
+
+
+def test_a_link_token_never_reaches_the_log_even_off_the_route(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live link asked for with a trailing slash or an extra segment matches no route (404); its
+    path still carries the credential, so the request log names the prefix only, as it names the
+    route template for the link route itself."""
+    caplog.set_level(logging.INFO, "ifescalate.api")
+
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        added = await env.client.post(
+            f"/v1/escalations/{esc}/evidence", data=b"x", headers=env.auth("council")
+        )
+        eid = (await added.json())["id"]
+        resp = await env.client.post(
+            f"/v1/escalations/{esc}/evidence/{eid}/links", headers=env.auth("council")
+        )
+        token = (await resp.json())["token"]
+        for path in (f"/v1/evidence/{token}/", f"/v1/evidence/{token}/x"):
+            assert (await env.client.get(path)).status == 404, path
+        assert (await env.client.get(f"/v1/evidence/{token}")).status == 200  # still live
+        assert token not in caplog.text
+        assert caplog.text.count("GET /v1/evidence/... 404") == 2, caplog.text
+        assert "GET /v1/evidence/{token} 200" in caplog.text
+
+    run(tmp_path, test)

@@ -69,6 +69,7 @@ log = logging.getLogger("ifescalate.api")
 _TRACE_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 # Headers of an aiohttp HTTPException worth keeping on the JSON reply (405 Allow, 401 challenge).
 _KEEP_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After", "Location")
+_LINK_PREFIX = "/v1/evidence/"
 
 
 def _route_label(request: web.Request) -> str:
@@ -106,8 +107,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             route = _route_label(request)
             deps(request).metrics.http_request(request.method, route, status)
             who = request.get(PRINCIPAL)
-            # An evidence link's path is its credential: log the route template instead.
-            path = route if "token" in request.match_info else request.path
+            # An evidence link's path is its credential: log the route template instead, and
+            # only the prefix of a path under it that matched no route (a trailing slash).
+            if "token" in request.match_info:
+                path = route
+            elif request.path.startswith(_LINK_PREFIX):
+                path = _LINK_PREFIX + "..."
+            else:
+                path = request.path
             log.info(
                 "%s %s %d",
                 request.method,
