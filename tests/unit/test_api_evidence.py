@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils
-from tests.unit.test_api_support import FakeService, Readiness
+from tests.unit.test_api_support import FakeService, Readiness, role_tokens, started_witness
 
-from ifescalate.api import Scope, StoreWitnessReader, TokenStore, build_app
+from ifescalate.api import StoreWitnessReader, TokenStore, build_app
 from ifescalate.escalation.model import EscalationRequest, EscalationState
 from ifescalate.evidence.links import LinkSigner
 from ifescalate.evidence.service import EvidenceService
 from ifescalate.evidence.store import EvidenceStore
 from ifescalate.guard import SqliteRegistry
 from ifescalate.observability import Metrics
-from ifescalate.witness import SqliteStore, Witness, load_or_create_signer
+from ifescalate.witness import Witness
 
 MAX = 4096
 
@@ -56,16 +56,8 @@ class Env:
 async def running(tmp_path: Path) -> AsyncIterator[Env]:
     tokens = TokenStore(tmp_path / "tokens.db")
     registry = SqliteRegistry(tmp_path / "registry.db")
-    witness = Witness(
-        SqliteStore(tmp_path / "witness.sqlite3"), load_or_create_signer(tmp_path / "keys")
-    )
-    await witness.start()
-    token = {
-        "council": tokens.create("agent-a", [Scope.COUNCIL]),
-        "council2": tokens.create("agent-b", [Scope.COUNCIL]),
-        "operator": tokens.create("ops", [Scope.OPERATOR]),
-        "auditor": tokens.create("audit", [Scope.AUDITOR]),
-    }
+    witness = await started_witness(tmp_path)
+    token = role_tokens(tokens)
     now = [1_800_000_000.0]
     service = FakeService()
     evidence = EvidenceService(

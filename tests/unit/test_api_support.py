@@ -159,20 +159,31 @@ class Env:
         return {"Authorization": f"Bearer {self.token[who]}"}
 
 
-@asynccontextmanager
-async def running(tmp_path: Path, config: ApiConfig | None = None) -> AsyncIterator[Env]:
-    registry = SqliteRegistry(tmp_path / "registry.db")
-    tokens = TokenStore(tmp_path / "tokens.db")
+async def started_witness(tmp_path: Path) -> Witness:
+    """A started Witness on SQLite under ``tmp_path`` (close it when done)."""
     witness = Witness(
         SqliteStore(tmp_path / "witness.sqlite3"), load_or_create_signer(tmp_path / "keys")
     )
     await witness.start()
-    token = {
+    return witness
+
+
+def role_tokens(tokens: TokenStore) -> dict[str, str]:
+    """One token per role the API tests act as: two council agents, an operator, an auditor."""
+    return {
         "council": tokens.create("agent-a", [Scope.COUNCIL]),
         "council2": tokens.create("agent-b", [Scope.COUNCIL]),
         "operator": tokens.create("ops", [Scope.OPERATOR]),
         "auditor": tokens.create("audit", [Scope.AUDITOR]),
     }
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, config: ApiConfig | None = None) -> AsyncIterator[Env]:
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    tokens = TokenStore(tmp_path / "tokens.db")
+    witness = await started_witness(tmp_path)
+    token = role_tokens(tokens)
     service, metrics, readiness = FakeService(), Metrics(), Readiness()
     app = build_app(
         service=service,
