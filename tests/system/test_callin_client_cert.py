@@ -15,6 +15,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,6 +30,22 @@ from .conftest import HOST, Service, assert_chain_ok
 REALM = "ifescalate"
 
 
+def erin_registry(tmp_path: Path, sip_uri: str, pins: list[str], **fields: Any) -> Path:
+    """experts.yaml with the one expert erin, pinned to ``pins``, plus any other ``fields``."""
+    erin = {
+        "id": "erin",
+        "name": "Erin Example",
+        "sip_uri": sip_uri,
+        "org": "example-lab",
+        "specializations": ["safety"],
+        "cert_fingerprints": pins,
+        **fields,
+    }
+    registry = tmp_path / "experts.yaml"
+    registry.write_text(yaml.safe_dump({"experts": [erin]}))
+    return registry
+
+
 @pytest.fixture(params=["gate", "service"])
 def setup(
     request: pytest.FixtureRequest, tmp_path: Path, dev_cert: tuple[Path, Path]
@@ -40,30 +57,18 @@ def setup(
     erin = issue_client_cert(ca, certs, "erin")
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # rings forever, never answers
     silent.bind((HOST, 0))
-    registry = tmp_path / "experts.yaml"
-    registry.write_text(
-        yaml.safe_dump(
-            {
-                "experts": [
-                    {
-                        "id": "erin",
-                        "name": "Erin Example",
-                        "sip_uri": f"sip:erin@{HOST}:{silent.getsockname()[1]}",
-                        "org": "example-lab",
-                        "networks": ["127.0.0.0/8"],
-                        "specializations": ["safety"],
-                        "availability": ["always"],
-                        "calls_per_minute": 100,
-                        "digest": {
-                            "username": "erin",
-                            "realm": REALM,
-                            "ha1_sha256": ha1("erin", REALM, "erin-secret", "SHA-256"),
-                        },
-                        "cert_fingerprints": [cert_sha256(erin[0])],
-                    }
-                ]
-            }
-        )
+    registry = erin_registry(
+        tmp_path,
+        f"sip:erin@{HOST}:{silent.getsockname()[1]}",
+        [cert_sha256(erin[0])],
+        networks=["127.0.0.0/8"],
+        availability=["always"],
+        calls_per_minute=100,
+        digest={
+            "username": "erin",
+            "realm": REALM,
+            "ha1_sha256": ha1("erin", REALM, "erin-secret", "SHA-256"),
+        },
     )
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -166,23 +171,7 @@ def test_pinned_expert_calls_in_only_with_her_certificate(
 
 
 def test_pins_without_a_client_ca_are_reported_at_start(tmp_path: Path) -> None:
-    registry = tmp_path / "experts.yaml"
-    registry.write_text(
-        yaml.safe_dump(
-            {
-                "experts": [
-                    {
-                        "id": "erin",
-                        "name": "Erin Example",
-                        "sip_uri": f"sip:erin@{HOST}:5999",
-                        "org": "example-lab",
-                        "specializations": ["safety"],
-                        "cert_fingerprints": ["ab" * 32],
-                    }
-                ]
-            }
-        )
-    )
+    registry = erin_registry(tmp_path, f"sip:erin@{HOST}:5999", ["ab" * 32])
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"experts_file": str(registry)}))
     with Service(tmp_path / "data", config) as svc:
