@@ -220,7 +220,9 @@ class RedisCounters:
             return False
         # Nonces are base64 of an HMAC-bound value (RFC 7616 §3.3): a fixed-size key charset.
         key = f"{self.prefix}nc:{nonce}"
-        ttl = str(max(1, math.ceil((expires_at - now) * 1000)))
+        # Kept for the nonce's remaining lifetime plus _ms's second: an instance whose clock runs
+        # behind still takes the nonce as fresh after it expired here, and must still see its count.
+        ttl = _ms(expires_at - now)
         return bool(await self._io(lambda: self._nonce_count(keys=[key], args=[str(nc), ttl])))
 
     async def shared_secret(self, name: str, size: int) -> bytes | None:
