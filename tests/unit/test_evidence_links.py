@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import multiprocessing
 import os
 import stat
 from dataclasses import replace
@@ -228,3 +229,35 @@ def test_key_file_is_made_once_with_mode_0600_and_refused_when_readable(tmp_path
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
         load_or_create_link_key(tmp_path)
+
+
+def _load_key_when_released(data_dir: str, barrier: object, out: object) -> None:
+    barrier.wait(10)  # type: ignore[attr-defined]
+    try:
+        out.put(load_or_create_link_key(data_dir).hex())  # type: ignore[attr-defined]
+    except Exception as exc:  # the parent asserts on it
+        out.put(f"error: {exc}")  # type: ignore[attr-defined]
+
+
+def test_instances_starting_at_once_on_one_data_dir_share_one_key(tmp_path: Path) -> None:
+    """Instances behind a load balancer share the data dir (keyfile.py) and may start together:
+    each must come up with the one key, never read a file another is still writing (it was
+    created empty, then filled and fsynced: a racing reader found 0 bytes and refused to start).
+    Real processes released by a barrier, 12 rounds of 3."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(12):
+        data_dir = tmp_path / f"round{round_}"
+        barrier, out = ctx.Barrier(3), ctx.Queue()
+        procs = [
+            ctx.Process(target=_load_key_when_released, args=(str(data_dir), barrier, out))
+            for _ in range(3)
+        ]
+        for proc in procs:
+            proc.start()
+        keys = [out.get(timeout=20) for _ in procs]
+        for proc in procs:
+            proc.join(10)
+        assert not [k for k in keys if k.startswith("error")], (round_, keys)
+        assert len(set(keys)) == 1, (round_, keys)
+        assert load_or_create_link_key(data_dir).hex() == keys[0]
+        assert os.listdir(data_dir) == ["evidence_link.key"]  # no temporary file left behind

@@ -7,6 +7,7 @@ balancer must share the file (they already share the data dir's evidence blobs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -25,16 +26,24 @@ def load_or_create_link_key(data_dir: str | os.PathLike[str]) -> bytes:
     directory = Path(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / KEY_FILE
-    try:
-        # O_EXCL + mode at creation: never readable by others, not even briefly; a racing second
-        # process falls through to reading the first one's key instead of overwriting it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _read(path)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(_KEY_BYTES))
-        handle.flush()
-        os.fsync(handle.fileno())
+    # The key is written whole under a private name (O_EXCL + mode at creation: never readable by
+    # others, not even briefly), then linked to its real name, which fails if another process got
+    # there first: the name only ever holds a complete key, so instances starting at once on one
+    # data dir all read the same one (creating the name and then writing it let a racing reader
+    # find it empty).
+    tmp = directory / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(_KEY_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
     return _read(path)
 
 
