@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -303,5 +304,42 @@ def test_a_link_token_never_reaches_the_log_even_off_the_route(
         assert token not in caplog.text
         assert caplog.text.count("GET /v1/evidence/... 404") == 2, caplog.text
         assert "GET /v1/evidence/{token} 200" in caplog.text
+
+    run(tmp_path, test)
+
+
+def test_a_witness_failure_tells_the_link_holder_nothing_internal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The link route is unauthenticated: when the witness cannot record the read (here another
+    process holds the SQLite write lock past the store's busy timeout), the holder gets 503 and
+    nothing served, but not the store's error, which names the database file (or a PostgreSQL
+    host); that goes to the log."""
+    caplog.set_level(logging.WARNING, "ifescalate.api")
+
+    async def test(env: Env) -> None:
+        esc = await env.escalation()
+        added = await env.client.post(
+            f"/v1/escalations/{esc}/evidence", data=b"x", headers=env.auth("council")
+        )
+        eid = (await added.json())["id"]
+        resp = await env.client.post(
+            f"/v1/escalations/{esc}/evidence/{eid}/links", headers=env.auth("council")
+        )
+        path = f"/v1/evidence/{(await resp.json())['token']}"
+        db = tmp_path / "witness.sqlite3"
+        locker = sqlite3.connect(db, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            got = await env.client.get(path)
+            body = await got.text()
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert got.status == 503, body
+        assert "witness unavailable" in body and "locked" not in body
+        assert str(tmp_path) not in body and "sqlite3" not in body, body
+        assert "database is locked" in caplog.text  # the operator still learns why
+        assert (await env.client.get(path)).status == 200  # control: the lock was the cause
 
     run(tmp_path, test)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -43,6 +44,7 @@ from .common import (
 __all__ = ["EVIDENCE", "add_evidence", "create_link", "list_evidence", "open_link"]
 
 EVIDENCE = web.AppKey("ifescalate_evidence", EvidenceService)
+log = logging.getLogger("ifescalate.api")
 
 _ENVELOPE_FIELDS = {"name", "media_type", "content", "encoding"}
 # A link's response must never be stored by a cache nor leak the URL (the credential) onward;
@@ -221,5 +223,8 @@ async def open_link(request: web.Request) -> web.Response:
     except EvidenceCorrupt as exc:
         return error_response(500, str(exc), headers=_NO_STORE)
     except WitnessError as exc:  # nothing is served unwitnessed
-        return error_response(503, f"witness unavailable: {exc}", headers=_NO_STORE)
+        # The store's error names its file or database host: for the log, not for an
+        # unauthenticated link holder.
+        log.error("evidence link not served, the witness failed: %s", exc)
+        return error_response(503, "witness unavailable", headers=_NO_STORE)
     return web.Response(body=data, headers={**_SERVE_HEADERS, "Content-Type": record.media_type})
