@@ -66,7 +66,7 @@ async def start_agent(opts: AgentOptions) -> UserAgent:
     return ua
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     # Start-up objects never die: freeze them out of the collector's scans. Per-call state is
     # free of reference cycles (it dies by refcount), but ~21 objects per call live 32 s (Timers
     # L and J), so a large young generation only makes each young scan long (13-46 ms pauses at
@@ -123,7 +123,7 @@ async def run_answer(opts: AgentOptions, *, stop: asyncio.Event | None = None) -
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    _tune_gc()
+    tune_gc()
     _say("ready")
     try:
         await stop.wait()
