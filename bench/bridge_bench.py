@@ -18,16 +18,26 @@
 (b) Concurrent bridged calls on one core (the process is pinned to one CPU): rooms of three, each
     an expert SIP leg (a real serve-side MediaSession on loopback UDP behind the real ``Bridge``:
     jitter buffer, G.711, RTP/RTCP), an agent (pcm16@16k) and a chair (mu-law@8k) fed 20 ms frames
-    through ``push_bytes`` / ``pull_output_bytes``. The "phone" side is the harness: one socket
-    that sends each call a pre-encoded RTP packet every 20 ms and drains what the calls send
-    (its CPU, send and receive, is timed and reported apart).
+    through ``push_bytes`` / ``pull_output_bytes``. The "phone" side is the harness and runs in a
+    separate process pinned to the OTHER core (:func:`phones_main`): one socket that sends each
+    call a pre-encoded RTP packet every 20 ms on the call's own clock and drains what the calls
+    send. The product's core does only product work: the serve-side sessions, the rooms, and the
+    agents' ``push_bytes`` / ``pull_output_bytes`` with one 20 ms timer per call (what the agent
+    WebSocket's reader and writer call per frame: product work, counted in the product's CPU).
+    "harness %" is the phones process's share of its own core, not in "core %" nor in CPU per
+    call. (Before, the phones ran in the product's process on its core: 2026-11-29 02:41 UTC,
+    that measurement gave 100 calls at 65% of the core, 123 us/call/frame; compare like with like.)
+    The product process applies serve's GC policy (``net.runner.tune_gc`` after start-up) as
+    ``serve`` does (``--no-gc-policy``: CPython's defaults); "gc max ms" is the longest collector
+    pause inside the window, "ramp gc ms" the longest while the step's new calls were set up
+    next to the running ones (calls arrive while others talk: those pauses are late frames).
     The load grows until more than 0.5% of the frames the product makes are late (> 5 ms after
     their deadline) or dropped (skipped ticks): the room's frames (RoomClock ticks, what the
     agents get) and the RTP frames sent to the expert (the MediaSession send clock,
     ``MediaSession.clock_stats``; before, only room ticks were counted, although a late send
     tick is a late frame for the expert). A bridged session now sends inside the room's tick
     (``RoomClock.drive``): its frames are the room ticks' and its own clock counts only while it
-    runs alone. CPU per call = product CPU time / calls / seconds.
+    runs alone. CPU per call = product process CPU time / calls / seconds.
 
 Targets: added latency p95 < 40 ms; >= 200 concurrent G.711 calls per core with < 0.5% late
 frames. What is not in (b): WebSocket framing of the agents' frames (aiohttp), SRTP, the witness.
@@ -40,6 +50,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import multiprocessing
 import os
 import random
 import socket
@@ -50,6 +61,7 @@ import time
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -67,6 +79,7 @@ from ifescalate.media.g711 import ulaw_decode, ulaw_encode
 from ifescalate.media.jitter import JitterBuffer
 from ifescalate.media.resample import Resampler
 from ifescalate.net.rtp import MediaConfig, MediaSession, RtpPortPool
+from ifescalate.net.runner import tune_gc
 from ifescalate.net.ua import AUDIO_CODECS
 
 HOST = "127.0.0.1"
@@ -371,7 +384,6 @@ class Call:
     agent: AgentParticipant
     chair: AgentParticipant
     n: int = 0
-    n_rtp: int = 0
     handle: asyncio.TimerHandle | None = None
 
 
@@ -386,6 +398,8 @@ class Step:
     cpu_s: float
     harness_s: float
     rx_loss: int
+    gc_max_ms: float = 0.0
+    ramp_gc_ms: float = 0.0
 
     @property
     def late_ratio(self) -> float:
@@ -397,28 +411,145 @@ class Step:
 
     @property
     def us_per_call_frame(self) -> float:
-        """Product CPU (harness excluded) per call per 20 ms frame, microseconds."""
+        """Product process CPU per call per 20 ms frame, microseconds (phones are elsewhere)."""
         frames = self.calls * self.seconds * 50
-        return (self.cpu_s - self.harness_s) / frames * 1e6
+        return self.cpu_s / frames * 1e6
+
+
+# ------------------------------------------------------------ the phones (separate process)
+
+
+def _phone_packets() -> bytes:
+    tone = np.rint(BURST_AMPLITUDE * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(
+        np.int16
+    )
+    return ulaw_encode(tone)
+
+
+def phones_main(conn: Connection, cpu: int | None) -> None:
+    """The phones' process: pinned to ``cpu``; commands over ``conn`` (see :class:`Phones`)."""
+    if cpu is not None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(0, {cpu})
+    import uvloop
+
+    uvloop.run(_phones_async(conn))
+
+
+async def _phones_async(conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind((HOST, 0))
+    payload = _phone_packets()
+    handles: list[asyncio.Handle] = []
+    done = asyncio.Event()
+
+    def add(port: int) -> None:
+        # The phone's own 20 ms clock, started when the call is (a random phase, as in life).
+        start = loop.time()
+        state = [0, 0]  # frame index, RTP sequence number
+        slot = len(handles)
+        handles.append(loop.call_soon(lambda: None))
+
+        def tick() -> None:
+            state[1] = (state[1] + 1) & 0xFFFF
+            ts = (state[0] * 160) & 0xFFFFFFFF
+            header = struct.pack("!BBHII", 0x80, 0, state[1], ts, 0x1234)
+            with contextlib.suppress(OSError):
+                sock.sendto(header + payload, (HOST, port))
+            state[0] += 1
+            handles[slot] = loop.call_at(start + state[0] * 0.02, tick)
+
+        tick()
+
+    def command() -> None:
+        while conn.poll():
+            msg = conn.recv()
+            if msg[0] == "add":
+                add(msg[1])
+            elif msg[0] == "cpu":
+                conn.send(time.process_time())
+            else:
+                done.set()
+                return
+
+    loop.add_reader(sock.fileno(), drain, sock)
+    loop.add_reader(conn.fileno(), command)
+    conn.send(sock.getsockname()[1])
+    await done.wait()
+    for handle in handles:
+        handle.cancel()
+    loop.remove_reader(conn.fileno())
+    loop.remove_reader(sock.fileno())
+    sock.close()
+
+
+class Phones:
+    """The product side's handle on the phones process: its socket's port, calls, its CPU."""
+
+    def __init__(self, cpu: int | None) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a running event loop
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=phones_main, args=(child, cpu), daemon=True)
+        self.process.start()
+        child.close()
+        if not self.conn.poll(30.0):
+            raise RuntimeError("phones process did not start")
+        self.port: int = self.conn.recv()
+
+    def add(self, port: int) -> None:
+        self.conn.send(("add", port))
+
+    def cpu_s(self) -> float:
+        self.conn.send(("cpu",))
+        value: float = self.conn.recv()
+        return value
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(("stop",))
+        self.process.join(5.0)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+class GcPauses:
+    """The longest garbage-collector pause since :meth:`reset` (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.max_s = 0.0
+        self._t0 = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.max_s = max(self.max_s, time.perf_counter() - self._t0)
+
+    def reset(self) -> None:
+        self.max_s = 0.0
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
+# ----------------------------------------------------------------------- the product side
 
 
 @dataclass
 class Load:
-    """The calls and the harness: the phones' socket and the agents' 20 ms feeder."""
+    """The calls, and per call the agents' 20 ms frames (the phones are another process)."""
 
     loop: asyncio.AbstractEventLoop
     council: Council
     pool: RtpPortPool
-    phone: socket.socket
+    phones: Phones
     calls: list[Call] = field(default_factory=list)
-    harness_s: float = 0.0
 
     def __post_init__(self) -> None:
-        self.port = self.phone.getsockname()[1]
-        tone = np.rint(BURST_AMPLITUDE * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(
-            np.int16
-        )
-        self.payload = ulaw_encode(tone)
         self.pcm16 = AgentFormat.PCM16_16000.encode(
             np.rint(4000 * np.sin(2 * np.pi * 660 * np.arange(320) / 16000)).astype(np.int16)
         )
@@ -428,7 +559,7 @@ class Load:
         esc = f"cap{len(self.calls)}"
         session = MediaSession(self.loop, self.pool, HOST, config=MEDIA)
         session.offer(address=HOST, codecs=AUDIO_CODECS, session_id=1, secure=False)
-        session.accept_answer(answer_sdp(self.port))
+        session.accept_answer(answer_sdp(self.phones.port))
         session.start()
         bridge = Bridge(self.council, esc, record=False, on_event=_noop)
         bridge.add_expert("e", session)
@@ -440,11 +571,12 @@ class Load:
         self.council.join(esc, chair, now)
         call = Call(esc, session, bridge, agent, chair)
         self.calls.append(call)
+        self.phones.add(session.port)
         self.start(call)
 
     def start(self, call: Call) -> None:
-        """The call's own 20 ms clock for its phone packet and its agents' frames (each agent
-        socket and each phone is a separate peer: their frames do not come in one batch)."""
+        """The call's own 20 ms clock for its agents' frames (each agent socket is a separate
+        peer: their frames do not come in one batch)."""
         start = self.loop.time()
 
         def tick() -> None:
@@ -455,13 +587,6 @@ class Load:
         tick()
 
     def _frame(self, call: Call) -> None:
-        # Harness: the phone's packet (RTP header + PCMU payload) to the serve session.
-        h0 = time.perf_counter()
-        call.n_rtp = (call.n_rtp + 1) & 0xFFFF
-        header = struct.pack("!BBHII", 0x80, 0, call.n_rtp, (call.n * 160) & 0xFFFFFFFF, 0x1234)
-        with contextlib.suppress(OSError):
-            self.phone.sendto(header + self.payload, (HOST, call.session.port))
-        self.harness_s += time.perf_counter() - h0
         # Product: what the agent socket handlers do with each 20 ms frame.
         call.agent.push_bytes(self.pcm16)
         call.chair.push_bytes(self.mulaw)
@@ -469,12 +594,6 @@ class Load:
             pass
         while call.chair.pull_output_bytes() is not None:
             pass
-
-    def drain(self) -> None:
-        """The phones' receive side (harness CPU, timed apart like their sends)."""
-        h0 = time.perf_counter()
-        drain(self.phone)
-        self.harness_s += time.perf_counter() - h0
 
     def stop(self) -> None:
         for call in self.calls:
@@ -508,17 +627,19 @@ def drain(sock: socket.socket) -> None:
             return
 
 
-async def measure_step(load: Load, n: int, seconds: float) -> Step:
+async def measure_step(load: Load, n: int, seconds: float, pauses: GcPauses) -> Step:
     """One measured window at ``n`` calls (counters are differences over the window)."""
     t0, l0, s0, _, lost0 = load.counters()
     for call in load.calls:
         assert call.bridge._clock is not None
         call.bridge._clock.stats.max_lateness = 0.0
         call.session.clock_stats.max_lateness = 0.0
-    h0, c0, w0 = load.harness_s, time.process_time(), time.perf_counter()
+    h0 = load.phones.cpu_s()
+    pauses.reset()
+    c0, w0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(seconds)
+    c1, wall = time.process_time(), time.perf_counter() - w0
     t1, l1, s1, worst, lost1 = load.counters()
-    wall = time.perf_counter() - w0
     return Step(
         n,
         wall,
@@ -526,21 +647,22 @@ async def measure_step(load: Load, n: int, seconds: float) -> Step:
         l1 - l0,
         s1 - s0,
         worst * 1000,
-        time.process_time() - c0,
-        load.harness_s - h0,
+        c1 - c0,
+        load.phones.cpu_s() - h0,
         lost1 - lost0,
+        pauses.max_s * 1000,
     )
 
 
 async def measure_capacity(
-    steps: list[int], seconds: float, budget: float, retries: int = 0
+    steps: list[int], seconds: float, budget: float, retries: int = 0, *, gc_policy: bool = True
 ) -> list[Step]:
     loop = asyncio.get_running_loop()
-    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    phone.setblocking(False)
-    phone.bind((HOST, 0))
-    load = Load(loop, Council(announcement=()), RtpPortPool(53000, 59999), phone)
-    loop.add_reader(phone.fileno(), load.drain)
+    phones = Phones(PHONES_CPU)
+    load = Load(loop, Council(announcement=()), RtpPortPool(53000, 59999), phones)
+    if gc_policy:
+        tune_gc()  # what serve does once started (net/runner.py), before the first call
+    pauses = GcPauses()
     out: list[Step] = []
     deadline = time.monotonic() + budget
     try:
@@ -548,12 +670,14 @@ async def measure_capacity(
             if time.monotonic() + seconds + 1.0 > deadline:
                 print(f"(time budget reached before {n} calls)")
                 break
+            pauses.reset()
             while len(load.calls) < n:
                 load.add()
                 await asyncio.sleep(random.uniform(0, 0.002))  # spread the clocks' phases
-            gc.collect()
             await asyncio.sleep(1.0)  # settle: jitter buffers fill, start-up ticks pass
-            step = await measure_step(load, n, seconds)
+            ramp_gc_ms = pauses.max_s * 1000  # new calls' set-up while the others run
+            step = await measure_step(load, n, seconds, pauses)
+            step.ramp_gc_ms = ramp_gc_ms
             print_step(step)
             for _ in range(retries):
                 # A shared machine: a neighbour's burst makes a window late that the product
@@ -561,24 +685,26 @@ async def measure_capacity(
                 # and the step counts as passed only if one window passes.
                 if step.late_ratio <= LATE_LIMIT or time.monotonic() + seconds > deadline:
                     break
-                step = await measure_step(load, n, seconds)
+                step = await measure_step(load, n, seconds, pauses)
                 print_step(step, retry=True)
             out.append(step)
             if step.late_ratio > LATE_LIMIT:
                 break
     finally:
+        pauses.close()
         load.stop()
-        loop.remove_reader(phone.fileno())
-        phone.close()
+        phones.close()
     return out
 
 
 def print_capacity_header() -> None:
     print("\n(b) concurrent bridged calls on one core (rooms of 3: SIP leg + 2 agents)")
+    print(f"    product on CPU {PRODUCT_CPU}, phones on CPU {PHONES_CPU} (harness % = of that CPU)")
     print("    ticks = frames made: room ticks + RTP send ticks; late = > 5 ms after the deadline")
     print(
         f"{'calls':>6}{'ticks':>9}{'late':>7}{'skip':>6}{'late %':>8}{'worst ms':>10}"
-        f"{'core %':>8}{'harness %':>10}{'us/call/frame':>15}{'rtp lost':>9}"
+        f"{'core %':>8}{'harness %':>10}{'us/call/frame':>15}{'rtp lost':>9}{'gc max ms':>10}"
+        f"{'ramp gc ms':>11}"
     )
 
 
@@ -586,7 +712,8 @@ def print_step(s: Step, *, retry: bool = False) -> None:
     print(
         f"{'again' if retry else s.calls:>6}{s.ticks:>9}{s.late:>7}{s.skipped:>6}{s.late_ratio * 100:>8.2f}"
         f"{s.max_lateness_ms:>10.1f}{s.core_share * 100:>8.1f}"
-        f"{s.harness_s / s.seconds * 100:>10.1f}{s.us_per_call_frame:>15.1f}{s.rx_loss:>9}",
+        f"{s.harness_s / s.seconds * 100:>10.1f}{s.us_per_call_frame:>15.1f}{s.rx_loss:>9}"
+        f"{s.gc_max_ms:>10.1f}{s.ramp_gc_ms:>11.1f}",
         flush=True,
     )
 
@@ -658,13 +785,23 @@ def component_costs(repeat: int = 5000) -> None:
 # ================================================================================= main
 
 
+PRODUCT_CPU: int | None = None
+PHONES_CPU: int | None = None
+
+
 def pin_one_core() -> str:
+    """Pin this process (the product) to one CPU; the phones process gets another if any."""
+    global PRODUCT_CPU, PHONES_CPU
     try:
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
+        cpus = sorted(os.sched_getaffinity(0))
+        PRODUCT_CPU = cpus[0]
+        PHONES_CPU = cpus[1] if len(cpus) > 1 else None
+        os.sched_setaffinity(0, {PRODUCT_CPU})
     except (AttributeError, OSError) as exc:
         return f"not pinned ({exc})"
-    return f"pinned to CPU {cpu}"
+    if PHONES_CPU is None:
+        return f"pinned to CPU {PRODUCT_CPU} (one CPU only: the phones share it)"
+    return f"product pinned to CPU {PRODUCT_CPU}, phones to CPU {PHONES_CPU}"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -674,7 +811,9 @@ async def main_async(args: argparse.Namespace) -> int:
     if not args.skip_capacity:
         component_costs()
         print_capacity_header()
-        steps = await measure_capacity(args.steps, args.seconds, args.budget, args.retries)
+        steps = await measure_capacity(
+            args.steps, args.seconds, args.budget, args.retries, gc_policy=not args.no_gc_policy
+        )
         ok &= print_capacity_verdict(steps)
     return 0 if ok else 1
 
@@ -701,6 +840,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-capacity", action="store_true")
+    p.add_argument(
+        "--no-gc-policy",
+        action="store_true",
+        help="keep CPython's default GC thresholds in the product process (serve tunes them)",
+    )
     return p.parse_args(argv)
 
 
