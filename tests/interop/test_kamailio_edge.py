@@ -15,13 +15,16 @@ All of it twice: with UDP to the instances, and with TLS to them as in productio
 instances refusing plain SIP even on loopback; a dead instance then refuses the connect, failover is
 immediate). A third test shows the edge's flood layers: pike drops one flooding source while another
 is answered, and the INVITE ratelimit pipe answers 503 above its rate. A fourth shows the edge's
-X-IF-Source reaching the instances' own allowlist (--trusted-proxy), and a forged one not.
+X-IF-Source reaching the instances' own allowlist (--trusted-proxy), and a forged one not. A fifth
+shows that a UDP datagram spoofing an instance's address (raw socket) is not taken for the instance's
+own request: the edge still names its real source.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import struct
 import time
 import uuid
 from collections.abc import Mapping
@@ -323,3 +326,79 @@ def test_instance_allowlist_sees_the_caller_behind_the_edge(tmp_path: Path) -> N
     assert "'allowlist:not_allowlisted': 4" in refusing.output(), refusing.output()[-1500:]
     assert "'allowlist:not_allowlisted': 2" in admitting.output(), admitting.output()[-1500:]
     assert "'proxied': " in admitting.output()
+
+
+def _spoofed_udp(source: tuple[str, int], target: tuple[str, int], payload: bytes) -> None:
+    """One UDP datagram whose IPv4 source address and port are ``source`` (a raw socket, root):
+    what a blind attacker can put on the wire; UDP has no handshake to prove it."""
+    udp = struct.pack("!HHHH", source[1], target[1], 8 + len(payload), 0)  # checksum 0: none
+    # Version/IHL, TOS, total length, id, fragment, TTL, protocol 17 (UDP), checksum (the kernel
+    # fills in length and checksum with IPPROTO_RAW), source, destination.
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, 64, socket.IPPROTO_UDP, 0,
+        socket.inet_aton(source[0]), socket.inet_aton(target[0]),
+    )  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(ip + udp + payload, target)
+
+
+def _final_status(sock: socket.socket, wait: float) -> str | None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            status = sock.recv(65535).decode(errors="replace").split("\r\n", 1)[0]
+        except TimeoutError:
+            continue
+        if not status.startswith("SIP/2.0 1"):
+            return status
+    return None
+
+
+def test_a_caller_spoofing_an_instance_address_over_udp_cannot_name_its_source(
+    tmp_path: Path, dev_cert: tuple[Path, Path]
+) -> None:
+    """The edge exempts requests from its dispatcher list (its instances) from the flood and allowlist
+    layers and from writing X-IF-Source. Over UDP "from an instance" is only what the datagram says:
+    a blind attacker who writes an instance's address and port as the source, and X-IF-Source naming an
+    address the instance allowlists, must not get through as that address. The instance (TLS from the
+    edge, as in production, on 127.0.0.5) allowlists the edge and 127.0.0.4; controls: a real caller
+    on 127.0.0.4 is admitted, a real caller on 127.0.0.3 forging 127.0.0.4 is refused."""
+    inst_ip, edge_port = "127.0.0.5", free_port("both")
+    with Answerer(
+        f"tls:{inst_ip}:0", tls=dev_cert, verbose=True,
+        extra=["--trusted", f"{HOST}/32", "--trusted-proxy", f"{HOST}/32",
+               "--allow", f"{HOST}/32", "--allow", "127.0.0.4/32",
+               "--require-tls", "--tls-loopback-strict"],
+    ) as inst:  # fmt: skip
+        dispatcher = tmp_path / "dispatcher.list"
+        dispatcher.write_text(f"1 sip:{inst_ip}:{inst.port('tls')};transport=tls 0 0\n")
+        defines = {
+            "LISTEN_IP": HOST,
+            "SIP_PORT": str(edge_port),
+            "DISPATCHER_LIST": f'"{dispatcher}"',
+            "PIKE_REQS": "1000",
+            "WORKERS": "2",
+            "ALLOW_NETS": '"127.0.0.0/8"',
+            "SIPS_PORT": str(free_port("tcp")),
+            "TLS_CONFIG": f'"{tls_edge_config(tmp_path, dev_cert)}"',
+        }
+        with Kamailio(edge_config(defines, with_tls=True), wait_for=(HOST, edge_port, "udp")):
+            admitted = _invite_status("127.0.0.4", edge_port)
+            forged = _invite_status(
+                "127.0.0.3", edge_port, (("X-IF-Source", "udp:127.0.0.4:5060"),)
+            )
+            # The attacker receives on inst_ip (its Via, without rport: the edge answers there).
+            client = SipClient((HOST, edge_port), source=inst_ip, timeout=1.0)
+            try:
+                invite = client.build(
+                    "INVITE", body=SDP, headers=(("X-IF-Source", "udp:127.0.0.4:5060"),)
+                ).replace(b";rport", b"", 1)
+                _spoofed_udp((inst_ip, inst.port("tls")), (HOST, edge_port), invite)
+                spoofed = _final_status(client._sock, 6.0)  # type: ignore[arg-type]
+            finally:
+                client.close()
+    assert admitted is not None and admitted[0] == 200, admitted
+    assert forged == NOT_ALLOWLISTED, forged
+    # The edge names the datagram's real source, which the instance does not allowlist.
+    assert spoofed == "SIP/2.0 403 Forbidden - IP Not Allowlisted", (spoofed, inst.output()[-2000:])
+    assert calls_seen(inst) == 1, inst.output()[-2000:]
