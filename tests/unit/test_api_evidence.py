@@ -280,6 +280,20 @@ def test_evidence_changed_on_disk_is_refused_and_witnessed(tmp_path: Path) -> No
     run(tmp_path, test)
 
 
+async def live_token(env: Env) -> str:
+    """The token of a fresh link to one item of a new escalation."""
+    esc = await env.escalation()
+    added = await env.client.post(
+        f"/v1/escalations/{esc}/evidence", data=b"x", headers=env.auth("council")
+    )
+    eid = (await added.json())["id"]
+    resp = await env.client.post(
+        f"/v1/escalations/{esc}/evidence/{eid}/links", headers=env.auth("council")
+    )
+    token: str = (await resp.json())["token"]
+    return token
+
+
 def test_a_link_token_never_reaches_the_log_even_off_the_route(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -289,15 +303,7 @@ def test_a_link_token_never_reaches_the_log_even_off_the_route(
     caplog.set_level(logging.INFO, "ifescalate.api")
 
     async def test(env: Env) -> None:
-        esc = await env.escalation()
-        added = await env.client.post(
-            f"/v1/escalations/{esc}/evidence", data=b"x", headers=env.auth("council")
-        )
-        eid = (await added.json())["id"]
-        resp = await env.client.post(
-            f"/v1/escalations/{esc}/evidence/{eid}/links", headers=env.auth("council")
-        )
-        token = (await resp.json())["token"]
+        token = await live_token(env)
         for path in (f"/v1/evidence/{token}/", f"/v1/evidence/{token}/x"):
             assert (await env.client.get(path)).status == 404, path
         assert (await env.client.get(f"/v1/evidence/{token}")).status == 200  # still live
@@ -318,15 +324,7 @@ def test_a_witness_failure_tells_the_link_holder_nothing_internal(
     caplog.set_level(logging.WARNING, "ifescalate.api")
 
     async def test(env: Env) -> None:
-        esc = await env.escalation()
-        added = await env.client.post(
-            f"/v1/escalations/{esc}/evidence", data=b"x", headers=env.auth("council")
-        )
-        eid = (await added.json())["id"]
-        resp = await env.client.post(
-            f"/v1/escalations/{esc}/evidence/{eid}/links", headers=env.auth("council")
-        )
-        path = f"/v1/evidence/{(await resp.json())['token']}"
+        path = f"/v1/evidence/{await live_token(env)}"
         db = tmp_path / "witness.sqlite3"
         locker = sqlite3.connect(db, isolation_level=None)
         try:
