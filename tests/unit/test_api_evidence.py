@@ -221,7 +221,10 @@ def test_links_open_expire_and_die_with_the_escalation(
         assert await got.read() == b"<script>alert(1)</script>"
         assert got.headers["Content-Type"] == "text/html"
         assert got.headers["Cache-Control"] == "no-store"
-        assert got.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+        assert got.headers["Content-Security-Policy"] == (
+            "default-src 'none'; sandbox; frame-ancestors 'none'"
+        )
+        assert got.headers["Content-Disposition"] == "attachment"  # HTML never renders inline
         env.now[0] = link["expires_at"] - 0.001
         assert (await env.client.get(path)).status == 200
         env.now[0] = link["expires_at"]
@@ -341,3 +344,24 @@ def test_a_witness_failure_tells_the_link_holder_nothing_internal(
         assert (await env.client.get(path)).status == 200  # control: the lock was the cause
 
     run(tmp_path, test)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "inline"),
+    [
+        ("text/plain; charset=utf-8", True),
+        ("application/PDF", True),
+        ("image/png", True),
+        ("text/html", False),
+        ("image/svg+xml", False),
+        ("application/xhtml+xml", False),
+        ("application/octet-stream", False),
+    ],
+)
+def test_only_passive_types_are_served_inline(media_type: str, inline: bool) -> None:
+    from ifescalate.api.evidence import _serve_headers
+
+    headers = _serve_headers(media_type)
+    assert headers["Content-Type"] == media_type
+    assert ("Content-Disposition" not in headers) is inline
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]

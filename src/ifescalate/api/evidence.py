@@ -53,8 +53,32 @@ _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _SERVE_HEADERS = {
     **_NO_STORE,
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; sandbox",
+    # frame-ancestors: no other page may frame the evidence (clickjacking, CSP Level 2 §7.7).
+    "Content-Security-Policy": "default-src 'none'; sandbox; frame-ancestors 'none'",
 }
+# Types a browser shows without running anything; everything else (HTML, SVG, XML, scripts,
+# unknown types) is offered as a download, so uploaded markup never renders in the API's origin
+# even in a browser that ignores the sandbox directive (RFC 6266 §4.2: "attachment").
+_INLINE_TYPES = frozenset(
+    {
+        "text/plain",
+        "application/json",
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/mpeg",
+    }
+)
+
+
+def _serve_headers(media_type: str) -> dict[str, str]:
+    base = media_type.split(";", 1)[0].strip().lower()
+    if base in _INLINE_TYPES:
+        return {**_SERVE_HEADERS, "Content-Type": media_type}
+    return {**_SERVE_HEADERS, "Content-Type": media_type, "Content-Disposition": "attachment"}
 
 
 def _service(request: web.Request) -> EvidenceService:
@@ -227,4 +251,4 @@ async def open_link(request: web.Request) -> web.Response:
         # unauthenticated link holder.
         log.error("evidence link not served, the witness failed: %s", exc)
         return error_response(503, "witness unavailable", headers=_NO_STORE)
-    return web.Response(body=data, headers={**_SERVE_HEADERS, "Content-Type": record.media_type})
+    return web.Response(body=data, headers=_serve_headers(record.media_type))
