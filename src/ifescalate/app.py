@@ -9,8 +9,10 @@ accepts an escalation the rest cannot serve.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -401,6 +403,8 @@ class App:
         self.started.api_url = f"http://{host}:{port}"
         if self.evidence is not None and api.public_url is None:
             self.evidence.public_url = self.started.api_url
+        if self.evidence is not None:
+            _warn_if_links_travel_in_clear(self.evidence.public_url)
 
     def _start_evidence(self) -> None:
         """Evidence items and their links; the link key is made on first start (0600)."""
@@ -467,3 +471,22 @@ class App:
             self.store.close()
         if self.tokens is not None:
             self.tokens.close()
+
+
+def _warn_if_links_travel_in_clear(public_url: str) -> None:
+    """Evidence links are bearer credentials: over plain HTTP off this host anyone on the path can
+    read them (and the evidence). Not an error, since a TLS-terminating proxy may front the API
+    with ``api.public_url`` unset during setup, but the operator must see it once at start."""
+    parsed = urllib.parse.urlsplit(public_url)
+    if parsed.scheme == "https":
+        return
+    try:
+        loopback = ipaddress.ip_address((parsed.hostname or "").strip("[]")).is_loopback
+    except ValueError:
+        loopback = parsed.hostname == "localhost"
+    if not loopback:
+        log.warning(
+            "evidence links use %s (not https): links are bearer credentials; set api.public_url "
+            "to the https address of a TLS-terminating proxy",
+            public_url,
+        )
