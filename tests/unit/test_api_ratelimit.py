@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.unit.test_api_support import running
 
 from ifescalate.api import ApiConfig
-from ifescalate.api.ratelimit import RateLimiter
+from ifescalate.api.ratelimit import RateLimiter, client_key
 
 
 def test_sliding_window_is_exact() -> None:
@@ -18,6 +18,17 @@ def test_sliding_window_is_exact() -> None:
     assert rl.allow("b", 5.0) == 0.0  # another client is not affected
     assert rl.allow("a", 10.0) == 0.0
     assert rl.allow("a", 10.5) == 0.5
+
+
+def test_ipv6_clients_are_counted_per_64_and_mapped_ipv4_as_ipv4() -> None:
+    a, b = client_key("2001:db8:1:2::1"), client_key("2001:db8:1:2:ffff::9")
+    assert a == b == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != a
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key(None) == "?"
+    rl = RateLimiter(2, 10.0)
+    assert [rl.allow(client_key(f"2001:db8::{i}"), 0.0) for i in range(3)] == [0.0, 0.0, 10.0]
 
 
 def test_memory_is_bounded() -> None:

@@ -1,7 +1,8 @@
 """Per-client request rate limit for the HTTP API (security issue: "request rate limits").
 
-Keyed by the TCP peer address (a transport fact, never a header such as X-Forwarded-For), applied
-before authentication so that guessing tokens is bounded too. A true sliding window: the timestamps
+Keyed by the TCP peer address (a transport fact, never a header such as X-Forwarded-For), IPv6
+folded to its /64 as on the SIP side (one host usually holds a whole /64, RFC 6177 §2, and could
+otherwise rotate addresses past the limit), applied before authentication so that guessing tokens is bounded too. A true sliding window: the timestamps
 of the last ``limit`` requests per client; memory is bounded by ``max_clients`` (oldest dropped).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ..security.facts import parse_ip, source_key
 from .common import error_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +53,16 @@ class RateLimiter:
         return 0.0
 
 
+def client_key(remote: str | None) -> str:
+    """The limiter's key for a peer address: IPv4 as is (IPv4-mapped IPv6 too), IPv6 its /64."""
+    if not remote:
+        return "?"
+    try:
+        return source_key(parse_ip(remote))
+    except ValueError:  # a Unix socket or a test transport: its own text
+        return remote
+
+
 def rate_limit_middleware(
     limiter: RateLimiter, clock: Callable[[], float] = time.monotonic
 ) -> Middleware:
@@ -58,7 +70,7 @@ def rate_limit_middleware(
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in EXEMPT:
             return await handler(request)
-        wait = limiter.allow(request.remote or "?", clock())
+        wait = limiter.allow(client_key(request.remote), clock())
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
             return error_response(
