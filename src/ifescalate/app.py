@@ -425,6 +425,8 @@ class App:
             witness=self.witness,
             public_url=self.settings.api.public_url or "",
             sip_links=ev.sip_links,
+            # Refused links share the SIP audit's window (security.audit_window).
+            audit_window=self.settings.security.audit_window,
         )
         self.service.evidence = self.evidence
 
@@ -458,7 +460,7 @@ class App:
         if self.service is not None:
             await self.service.close()
         if self.evidence is not None:
-            self.evidence.store.close()
+            await self.evidence.aclose()  # pending refusal summaries, while the witness is open
         if self.gate is not None:
             await self.gate.aclose()
         if self._audit_tasks:

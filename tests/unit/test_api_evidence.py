@@ -9,6 +9,7 @@ import base64
 import hashlib
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -21,8 +22,8 @@ from tests.unit.test_api_support import FakeService, Readiness, role_tokens, sta
 
 from ifescalate.api import StoreWitnessReader, TokenStore, build_app
 from ifescalate.escalation.model import EscalationRequest, EscalationState
-from ifescalate.evidence.links import LinkSigner
-from ifescalate.evidence.service import EvidenceService
+from ifescalate.evidence.links import LinkError, LinkSigner
+from ifescalate.evidence.service import EvidenceService, fingerprint
 from ifescalate.evidence.store import EvidenceStore
 from ifescalate.guard import SqliteRegistry
 from ifescalate.observability import Metrics
@@ -38,6 +39,7 @@ class Env:
     witness: Witness
     token: dict[str, str]
     now: list[float]
+    evidence: EvidenceService
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token[who]}"}
@@ -80,10 +82,10 @@ async def running(tmp_path: Path) -> AsyncIterator[Env]:
     )
     try:
         async with test_utils.TestClient(test_utils.TestServer(app, host="127.0.0.1")) as client:
-            yield Env(client, service, witness, token, now)
+            yield Env(client, service, witness, token, now, evidence)
     finally:
+        await evidence.aclose()
         await witness.close()
-        evidence.store.close()
         registry.close()
         tokens.close()
 
@@ -251,6 +253,107 @@ def test_links_open_expire_and_die_with_the_escalation(
         assert "GET /v1/evidence/{token} 200" in caplog.text
 
     run(tmp_path, test)
+
+
+def test_refused_links_from_one_address_are_one_entry_and_one_summary(tmp_path: Path) -> None:
+    """The link route is unauthenticated: 50 refusals from one address (same reason) are the
+    first one witnessed at once, with its link fingerprint, and the 49 others as one summary
+    when the window ends (security.audit), not 50 entries. Another reason is its own group."""
+
+    async def test(env: Env) -> None:
+        for _ in range(50):
+            resp = await env.client.get("/v1/evidence/not-a-token")
+            assert resp.status == 400
+            assert (await resp.json())["reason"] == "malformed"
+        refused = [d for t, d in await env.witnessed() if t == "SECURITY_REJECTED"]
+        assert len(refused) == 1, refused
+        first = refused[0]
+        assert (first["layer"], first["reason"], first["status"]) == (
+            "evidence_link",
+            "malformed",
+            400,
+        )
+        assert (first["count"], first["summary"], first["source"]) == (1, False, "127.0.0.1")
+        assert first["link"] == fingerprint("not-a-token")
+        assert first["window_end"] - first["window_start"] == 60.0
+        env.now[0] += 59.9
+        await env.evidence.flush_refusals()  # what the service's timer calls: not due yet
+        assert len([t for t, _ in await env.witnessed() if t == "SECURITY_REJECTED"]) == 1
+        env.now[0] += 0.1
+        await env.evidence.flush_refusals()
+        refused = [d for t, d in await env.witnessed() if t == "SECURITY_REJECTED"]
+        assert len(refused) == 2, refused
+        summary = refused[1]
+        assert (summary["reason"], summary["count"], summary["summary"]) == ("malformed", 49, True)
+        assert summary["source"] == "127.0.0.1" and "link" not in summary
+        token = await live_token(env)
+        flipped = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+        assert (await env.client.get(f"/v1/evidence/{flipped}")).status == 403  # another group
+        assert (await env.client.get("/v1/evidence/other")).status == 400  # a new window
+        reasons = [
+            (d["reason"], d["count"], d["summary"])
+            for t, d in await env.witnessed()
+            if t == "SECURITY_REJECTED"
+        ]
+        assert reasons[2:] == [("bad_signature", 1, False), ("malformed", 1, False)], reasons
+
+    run(tmp_path, test)
+
+
+def test_refusal_summaries_come_from_the_timer_and_at_shutdown(tmp_path: Path) -> None:
+    """Real clock: the service's own timer writes a window's summary when it ends, and
+    ``aclose`` writes the summaries of windows still open (serve's stop calls it)."""
+
+    async def events(witness: Witness) -> list[dict[str, Any]]:
+        got = await StoreWitnessReader.of(witness).events(
+            trace_id=None, escalation_id=None, after=0, limit=1000
+        )
+        return [dict(e.details) for e in got]
+
+    async def refuse(evidence: EvidenceService, n: int, peer: str) -> None:
+        for _ in range(n):
+            with pytest.raises(LinkError):
+                await evidence.open("not-a-token", peer=peer)
+
+    async def body() -> None:
+        witness = await started_witness(tmp_path)
+        stores = []
+        try:
+            for window in (0.3, 3600.0):
+                store = EvidenceStore(
+                    tmp_path / f"ev{window}", tmp_path / f"ev{window}.db", max_bytes=MAX
+                )
+                stores.append(store)
+                evidence = EvidenceService(
+                    store=store,
+                    signer=LinkSigner(bytes(32), default_ttl=60, max_ttl=600),
+                    escalations=FakeService(),
+                    witness=witness,
+                    public_url="https://escalate.example.org/",
+                    audit_window=window,
+                )
+                peer = "::1" if window > 1 else "127.0.0.1"
+                await refuse(evidence, 50, peer)
+                if window < 1:
+                    deadline = time.monotonic() + 10
+                    while len(await events(witness)) < 2:
+                        assert time.monotonic() < deadline, await events(witness)
+                        await asyncio.sleep(0.05)
+                else:
+                    await evidence.aclose()
+            got = [(d["source"], d["count"], d["summary"]) for d in await events(witness)]
+            assert got == [
+                ("127.0.0.1", 1, False),
+                ("127.0.0.1", 49, True),
+                ("::1", 1, False),
+                ("::/64", 49, True),  # the group: IPv6 folds to its /64
+            ], got
+        finally:
+            await witness.close()
+            for store in stores:
+                store.close()
+
+    asyncio.run(body())
 
 
 def test_evidence_changed_on_disk_is_refused_and_witnessed(tmp_path: Path) -> None:

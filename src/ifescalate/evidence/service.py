@@ -7,6 +7,12 @@ is a ``SECURITY_REJECTED`` entry with ``layer: "evidence_link"`` and the refusal
 escalation is named only when our signature vouches for the link (an unverified token's contents
 are the sender's claim, not a fact).
 
+Refusals are aggregated like the SIP gate's (``security.audit.RejectionAggregator``): the link
+route is unauthenticated, so one entry per refusal would let anyone grow the witness at the API's
+rate limit. The first refusal of a (source, reason) group in an ``audit_window`` is witnessed at
+once, with its link fingerprint, detail and escalation; the rest of that window become one summary
+entry with their ``count`` when the window ends (a timer here, and :meth:`aclose` at shutdown).
+
 A link's token appears in the witness only as a fingerprint (first 16 hex digits of its SHA-256):
 enough to tie an access to its issuance, useless as a credential.
 """
@@ -17,6 +23,8 @@ import asyncio
 import builtins
 import contextlib
 import hashlib
+import http
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +36,8 @@ from ..escalation.model import (
     EscalationView,
     UnknownEscalation,
 )
+from ..security.audit import AuditEntry, RejectionAggregator
+from ..security.facts import Layer, Reject
 from ..witness.core import EventType, format_time
 from ..witness.service import Witness
 from .access import check_escalation
@@ -35,6 +45,8 @@ from .links import LinkClaims, LinkError, LinkNotInEscalation, LinkSigner
 from .store import EvidenceCorrupt, EvidenceError, EvidenceRecord, EvidenceStore
 
 __all__ = ["EscalationClosed", "EvidenceService", "IssuedLink", "UnknownEvidence"]
+
+log = logging.getLogger(__name__)
 
 _ACTOR = "evidence"
 LINK_PATH = "/v1/evidence/"
@@ -95,6 +107,7 @@ class EvidenceService:
         public_url: str,
         sip_links: int = 4,
         wall: Callable[[], float] = time.time,
+        audit_window: float = 60.0,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -103,6 +116,9 @@ class EvidenceService:
         self.public_url = public_url.rstrip("/")
         self.sip_links = sip_links
         self.wall = wall
+        #: Refused links, grouped per (source, reason) and window (module docstring).
+        self.refusals = RejectionAggregator(audit_window)
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- adding and listing -----------------------------------------------------------------------
 
@@ -293,21 +309,78 @@ class EvidenceService:
     async def _witness_refusal(
         self, exc: LinkError, token: str, peer: str | None, view: EscalationView | None
     ) -> None:
+        """Account the refusal; write the summaries of ended windows and, when this refusal opens
+        its group's window, its own entry (the only one that can name a link and escalation)."""
+        rejection = Reject(
+            exc.status, http.HTTPStatus(exc.status).phrase, Layer.EVIDENCE_LINK, exc.code
+        )
+        # An unparsable or missing peer groups as "invalid" (audit_source).
+        entries = self.refusals.add(rejection, peer or "", self.wall())
+        for entry in entries:
+            if entry.summary:
+                await self._witness_refusals(entry)
+                continue
+            await self.witness.append(
+                EventType.SECURITY_REJECTED,
+                trace_id=view.trace_id if view is not None else None,
+                escalation_id=view.id if view is not None else None,
+                actor=_ACTOR,
+                # ``source`` stays the exact peer here (the group folds IPv6 to its /64).
+                details=entry.details()
+                | {
+                    "detail": str(exc),
+                    "source": peer,
+                    "transport": "http",
+                    "link": fingerprint(token),
+                },
+            )
+        self._arm_flush()
+
+    async def _witness_refusals(self, entry: AuditEntry) -> None:
+        """A window's summary: ``count`` refusals after the first, across whatever links and
+        escalations they named (the group is per source and reason)."""
         await self.witness.append(
             EventType.SECURITY_REJECTED,
-            trace_id=view.trace_id if view is not None else None,
-            escalation_id=view.id if view is not None else None,
+            trace_id=None,
+            escalation_id=None,
             actor=_ACTOR,
-            details={
-                "layer": "evidence_link",
-                "reason": exc.code,
-                "status": exc.status,
-                "detail": str(exc),
-                "source": peer,
-                "transport": "http",
-                "link": fingerprint(token),
-            },
+            details=entry.details() | {"transport": "http"},
         )
+
+    async def flush_refusals(self) -> None:
+        """Witness the summaries of the refusal windows that have ended (the timer calls it)."""
+        for entry in self.refusals.flush(self.wall()):
+            await self._witness_refusals(entry)
+
+    def _arm_flush(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            return
+        if self.refusals.next_deadline() is not None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_when_due())
+
+    async def _flush_when_due(self) -> None:
+        while (deadline := self.refusals.next_deadline()) is not None:
+            await asyncio.sleep(max(0.0, deadline - self.wall()))
+            try:
+                await self.flush_refusals()
+            except Exception:
+                # The witness is down: the counts stay lost rather than the timer dying
+                # silently with the next windows (the open route logs the same failure).
+                log.exception("could not witness refused evidence links")
+
+    async def aclose(self) -> None:
+        """At shutdown: witness every pending refusal summary, windows ended or not, then close
+        the store. Call before the witness closes."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        try:
+            for entry in self.refusals.flush_all():
+                await self._witness_refusals(entry)
+        finally:
+            self.store.close()
 
 
 def _details(record: EvidenceRecord, action: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,10 @@ class Layer(enum.Enum):
     DIGEST = "digest"
     EXPERT_LIMIT = "expert_limit"
     POLICY = "policy"
+    #: Not a SIP pipeline stage: a refused evidence link on the HTTP API (``evidence.service``).
+    #: Listed here so its refusals are a :class:`Reject` and share the audit's bounded
+    #: aggregation (``security.audit``) instead of writing one witness entry each.
+    EVIDENCE_LINK = "evidence_link"
 
 
 class Challenge(enum.Enum):
