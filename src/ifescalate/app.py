@@ -309,6 +309,7 @@ class App:
         self.gate.attach(self.endpoint)
         assert self.service is not None
         self.service.policy_decided_by_gate()
+        self.service.vouched_origin = self.gate.vouched_origin
 
     def _call_in_policy(self, expert: ExpertFacts, request: Request) -> PolicyDecision:
         """Layer 6 for a call-in: IF.guard's decision now for the escalation the INVITE would join.

@@ -58,13 +58,24 @@ def test_expert_networks_bind_the_caller_the_proxy_names(tmp_path: Path) -> None
             400,
             "Bad Request - Invalid X-IF-Source",
         )
-        # Witness appends run in the background: wait (bounded) for the three refusals.
+        # Witness appends run in the background: wait (bounded) for the three refusals of the
+        # gate and the escalation service's two 404s.
         deadline = time.monotonic() + 10
         while True:
-            entries = [d for d in _rejections(svc) if d["layer"] == "allowlist"]
-            if len(entries) >= 3 or time.monotonic() > deadline:
+            rejections = _rejections(svc)
+            entries = [d for d in rejections if d["layer"] == "allowlist"]
+            not_pending = [d for d in rejections if d["reason"] == "no_pending_escalation"]
+            done = len(entries) >= 3 and len(not_pending) >= 2
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        # The call-in path's own refusal names the caller the proxy vouched for and the proxy
+        # (as the gate's entries do), not the edge as the transport saw it.
+        assert len(not_pending) == 2, not_pending
+        proxied, direct = not_pending
+        assert (proxied["source"], proxied["proxy"]) == ("127.0.0.2", "127.0.0.1"), proxied
+        assert proxied["layer"] == "escalation" and proxied["expert_id"] is not None
+        assert direct["source"].startswith("127.0.0.2:") and "proxy" not in direct, direct
         by_source = {d["source"]: d for d in entries if d["reason"] == "not_expert_network"}
         assert by_source["192.0.2.7"]["proxy"] == "127.0.0.1"  # the caller and the proxy
         assert "proxy" not in by_source["127.0.0.3"]  # a direct caller: no proxy

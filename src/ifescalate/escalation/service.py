@@ -60,6 +60,8 @@ from .store import EscalationStore
 
 if TYPE_CHECKING:
     from ..evidence.service import EvidenceService, IssuedLink
+    from ..security.proxy import Origin
+    from ..sip.message import Request
 
 log = logging.getLogger("ifescalate.escalation")
 
@@ -142,6 +144,10 @@ class EscalationServiceImpl:
         self._background: set[asyncio.Task[Any]] = set()
         #: Evidence links for the expert (Call-Info in the INVITE, MESSAGE after answering).
         self.evidence: EvidenceService | None = None
+        #: The security gate's :meth:`~ifescalate.net.security_gate.SecurityGate.vouched_origin`:
+        #: behind a trusted proxy the transport peer of a call-in is the edge, so its witness
+        #: entries name the caller the gate believed (``security.proxy``) instead.
+        self.vouched_origin: Callable[[Request], Origin | None] | None = None
         ua.on_info = self._on_info
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -692,6 +698,12 @@ class EscalationServiceImpl:
             "source": f"{source.host}:{source.port}" if source is not None else None,
             "transport": source.transport if source is not None else None,
         }
+        # Asked now, while the gate still holds this request's origin (it answers synchronously).
+        vouched = self.vouched_origin(incoming.request) if self.vouched_origin else None
+        if vouched is not None:
+            # The caller the proxy named and the proxy, as the gate's own entries record them;
+            # ``transport`` stays the hop from the proxy, the only one this process saw.
+            details |= {"source": vouched.source, "proxy": vouched.proxy}
         task = asyncio.create_task(
             self.witness.append(
                 EventType.SECURITY_REJECTED,

@@ -205,6 +205,8 @@ class SecurityGate:
         #: Rejections by (layer, reason) and other outcomes, for tests and the CLI's stop line.
         self.stats: Counter[str] = Counter()
         self._verified: tuple[Request, str] | None = None
+        #: The last admitted request that came through a trusted proxy, and whom it vouched for.
+        self._vouched: tuple[Request, Origin] | None = None
         self._pending: set[tuple[str, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -302,6 +304,17 @@ class SecurityGate:
         if verified is not None and verified[0] is request:
             self._verified = None
             return verified[1]
+        return None
+
+    def vouched_origin(self, request: Request) -> Origin | None:
+        """The caller a trusted proxy named for ``request`` and the proxy, when this gate just
+        admitted it from one (None: a direct caller). Asked synchronously by whoever handles
+        the admitted request (the call-in path), so one slot suffices, as for
+        :meth:`verified_user`; later audit entries of that request then name the caller, not
+        the edge."""
+        vouched = self._vouched
+        if vouched is not None and vouched[0] is request:
+            return vouched[1]
         return None
 
     # -- the endpoint's hook -----------------------------------------------------------------------
@@ -435,6 +448,7 @@ class SecurityGate:
         if isinstance(decision, Allow):
             if user is not None:
                 self._verified = (req, user)
+            self._vouched = (req, where) if where.proxy is not None else None
             return True
         self._account(decision, where.source, now, where.proxy)
         if req.method == "ACK":
