@@ -318,6 +318,24 @@ def verify_spans(
     return stitch.finish(key, signatures, expected_head)
 
 
+def _verify_rows(
+    source: SqliteSource | PgSource,
+    extent: tuple[int, int],
+    key: Ed25519PublicKey | bytes,
+    jobs: int | None,
+    signatures: SignatureCheck,
+    span: int | None,
+    min_parallel: int,
+) -> VerifyResult:
+    """A row store's spans (``extent``: its max seq and row count), planned and verified."""
+    max_seq, count = extent
+    jobs = jobs or default_jobs()
+    spans = plan_row_spans(max_seq, count, span or span_size(count, jobs, ROW_SPAN))
+    return verify_spans(
+        source, spans, key, jobs=jobs, signatures=signatures, parallel=count >= min_parallel
+    )
+
+
 def verify_sqlite(
     path: str | os.PathLike[str],
     key: Ed25519PublicKey | bytes,
@@ -330,13 +348,9 @@ def verify_sqlite(
     """Every event of a SQLite witness store (``witness verify --data-dir``). ``span``: sequence
     numbers per worker task (None: sized to the store and ``jobs``)."""
     source = SqliteSource(os.fspath(path))
-    jobs = jobs or default_jobs()
     try:
-        max_seq, count = sqlite_extent(source.path)
-        spans = plan_row_spans(max_seq, count, span or span_size(count, jobs, ROW_SPAN))
-        return verify_spans(
-            source, spans, key, jobs=jobs, signatures=signatures, parallel=count >= min_parallel
-        )
+        extent = sqlite_extent(source.path)
+        return _verify_rows(source, extent, key, jobs, signatures, span, min_parallel)
     except sqlite3.Error as exc:
         raise StoreError(f"{source.path}: {exc}") from exc
 
@@ -356,13 +370,9 @@ def verify_pg(
     import asyncpg
 
     source = PgSource(dsn, schema)
-    jobs = jobs or default_jobs()
     try:
-        max_seq, count = asyncio.run(pg_extent(source))
-        spans = plan_row_spans(max_seq, count, span or span_size(count, jobs, ROW_SPAN))
-        return verify_spans(
-            source, spans, key, jobs=jobs, signatures=signatures, parallel=count >= min_parallel
-        )
+        extent = asyncio.run(pg_extent(source))
+        return _verify_rows(source, extent, key, jobs, signatures, span, min_parallel)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StoreError(f"PostgreSQL witness store: {exc}") from exc
 
