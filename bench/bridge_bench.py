@@ -19,7 +19,7 @@
     an expert SIP leg (a real serve-side MediaSession on loopback UDP behind the real ``Bridge``:
     jitter buffer, G.711, RTP/RTCP), an agent (pcm16@16k) and a chair (mu-law@8k) fed 20 ms frames
     through ``push_bytes`` / ``pull_output_bytes``. The "phone" side is the harness and runs in a
-    separate process pinned to the OTHER core (:func:`phones_main`): one socket that sends each
+    separate process pinned to the OTHER core (:func:`bench.bridge_phones.phones_main`): one socket that sends each
     call a pre-encoded RTP packet every 20 ms on the call's own clock and drains what the calls
     send. The product's core does only product work: the serve-side sessions, the rooms, and the
     agents' ``push_bytes`` / ``pull_output_bytes`` with one 20 ms timer per call (what the agent
@@ -47,24 +47,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import itertools
-import multiprocessing
 import os
 import random
-import socket
 import statistics
-import struct
 import sys
 import time
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 
 import numpy as np
 
+from bench.bridge_phones import HOST, Phones
 from ifescalate.council import (
     AgentFormat,
     AgentParticipant,
@@ -82,7 +78,6 @@ from ifescalate.net.rtp import MediaConfig, MediaSession, RtpPortPool
 from ifescalate.net.runner import tune_gc
 from ifescalate.net.ua import AUDIO_CODECS
 
-HOST = "127.0.0.1"
 BURST_HZ = 1000.0
 BURST_FRAMES = 3  # 60 ms
 BURST_AMPLITUDE = 8000
@@ -416,105 +411,6 @@ class Step:
         return self.cpu_s / frames * 1e6
 
 
-# ------------------------------------------------------------ the phones (separate process)
-
-
-def _phone_packets() -> bytes:
-    tone = np.rint(BURST_AMPLITUDE * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(
-        np.int16
-    )
-    return ulaw_encode(tone)
-
-
-def phones_main(conn: Connection, cpu: int | None) -> None:
-    """The phones' process: pinned to ``cpu``; commands over ``conn`` (see :class:`Phones`)."""
-    if cpu is not None:
-        with contextlib.suppress(AttributeError, OSError):
-            os.sched_setaffinity(0, {cpu})
-    import uvloop
-
-    uvloop.run(_phones_async(conn))
-
-
-async def _phones_async(conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    sock.bind((HOST, 0))
-    payload = _phone_packets()
-    handles: list[asyncio.Handle] = []
-    done = asyncio.Event()
-
-    def add(port: int) -> None:
-        # The phone's own 20 ms clock, started when the call is (a random phase, as in life).
-        start = loop.time()
-        state = [0, 0]  # frame index, RTP sequence number
-        slot = len(handles)
-        handles.append(loop.call_soon(lambda: None))
-
-        def tick() -> None:
-            state[1] = (state[1] + 1) & 0xFFFF
-            ts = (state[0] * 160) & 0xFFFFFFFF
-            header = struct.pack("!BBHII", 0x80, 0, state[1], ts, 0x1234)
-            with contextlib.suppress(OSError):
-                sock.sendto(header + payload, (HOST, port))
-            state[0] += 1
-            handles[slot] = loop.call_at(start + state[0] * 0.02, tick)
-
-        tick()
-
-    def command() -> None:
-        while conn.poll():
-            msg = conn.recv()
-            if msg[0] == "add":
-                add(msg[1])
-            elif msg[0] == "cpu":
-                conn.send(time.process_time())
-            else:
-                done.set()
-                return
-
-    loop.add_reader(sock.fileno(), drain, sock)
-    loop.add_reader(conn.fileno(), command)
-    conn.send(sock.getsockname()[1])
-    await done.wait()
-    for handle in handles:
-        handle.cancel()
-    loop.remove_reader(conn.fileno())
-    loop.remove_reader(sock.fileno())
-    sock.close()
-
-
-class Phones:
-    """The product side's handle on the phones process: its socket's port, calls, its CPU."""
-
-    def __init__(self, cpu: int | None) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a running event loop
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=phones_main, args=(child, cpu), daemon=True)
-        self.process.start()
-        child.close()
-        if not self.conn.poll(30.0):
-            raise RuntimeError("phones process did not start")
-        self.port: int = self.conn.recv()
-
-    def add(self, port: int) -> None:
-        self.conn.send(("add", port))
-
-    def cpu_s(self) -> float:
-        self.conn.send(("cpu",))
-        value: float = self.conn.recv()
-        return value
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(("stop",))
-        self.process.join(5.0)
-        if self.process.is_alive():
-            self.process.kill()
-        self.conn.close()
-
-
 class GcPauses:
     """The longest garbage-collector pause since :meth:`reset` (``gc.callbacks``)."""
 
@@ -616,15 +512,6 @@ class Load:
                 worst = max(worst, stats.max_lateness)
             lost += int(str(call.session.stats().get("lost", 0)))
         return ticks, late, skipped, worst, lost
-
-
-def drain(sock: socket.socket) -> None:
-    """Read and drop what the serve sessions send the phone (the kernel would drop it anyway)."""
-    for _ in range(4096):
-        try:
-            sock.recv(2048)
-        except (BlockingIOError, InterruptedError):
-            return
 
 
 async def measure_step(load: Load, n: int, seconds: float, pauses: GcPauses) -> Step:
